@@ -1,0 +1,3 @@
+from qsmtp.cli import main
+
+main()

@@ -1,0 +1,42 @@
+"""Everything a worker needs to serve, loaded once in the supervisor before fork."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+from qsmtp.config import Config, ConfigError
+from qsmtp.plugins.api import PluginError
+
+
+@dataclass
+class App:
+    config: Config
+    plugins: "Dispatcher"  # noqa: F821 - qsmtp.plugins.dispatch.Dispatcher
+    tls_context: ssl.SSLContext | None
+
+    @classmethod
+    def load(cls, config: Config) -> "App":
+        """Build plugins and TLS; every failure is a ConfigError (exit 78)."""
+        from qsmtp.plugins.dispatch import Dispatcher
+
+        source = config.path or "command line"
+        try:
+            plugins = Dispatcher.load(config)
+        except PluginError as exc:
+            raise ConfigError(source, f"plugins.{exc.plugin}.{exc.key}", exc.reason) from None
+        return cls(config=config, plugins=plugins, tls_context=_tls_context(config, source))
+
+
+def _tls_context(config: Config, source: str) -> ssl.SSLContext | None:
+    if not config.tls.cert:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls.cert, config.tls.key)
+    except FileNotFoundError as exc:
+        raise ConfigError(source, "tls.cert", f"cannot read {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(source, "tls.cert", f"cannot load certificate/key: {exc}") from None
+    return context

@@ -1,0 +1,161 @@
+"""Turn defaults, a TOML file and command-line flags into one validated Config.
+
+Every error is a ConfigError carrying the file, the key and the reason, so the
+CLI can print one line and exit 78 (EX_CONFIG) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from qsmtp.settings import BY_NAME, SECTIONS, SETTINGS, Setting
+
+EX_CONFIG = 78
+FLAG_SOURCE = "command line"
+
+
+class ConfigError(Exception):
+    """A config problem, rendered as `source: key: reason` on one line."""
+
+    def __init__(self, source: str, key: str, reason: str):
+        super().__init__(f"{source}: {key}: {reason}")
+        self.source, self.key, self.reason = source, key, reason
+
+
+@dataclass
+class Config:
+    """Validated settings: `config.server.children`, `config.relay.domains`…
+
+    `origin[name]` says where each value came from: default, file or flag.
+    `plugins` is the ordered `[[plugins]]` list, each a dict with `name`.
+    """
+
+    values: dict[str, Any]
+    origin: dict[str, str]
+    plugins: list[dict[str, Any]] = field(default_factory=list)
+    path: str | None = None
+    sections: dict[str, bool] = field(default_factory=dict)  # present in the file
+
+    def __post_init__(self) -> None:
+        for section in SECTIONS:
+            ns = SimpleNamespace(**{
+                s.key: self.values[s.name] for s in SETTINGS if s.section == section
+            })
+            setattr(self, section, ns)
+
+    def get(self, name: str) -> Any:
+        return self.values[name]
+
+    def has_section(self, section: str) -> bool:
+        return self.sections.get(section, False)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(path, "-", "no such file") from None
+    except PermissionError:
+        raise ConfigError(path, "-", "permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "-", "is a directory") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "-", f"invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "-", "not UTF-8 text") from None
+
+
+def _coerce(setting: Setting, value: Any, source: str) -> Any:
+    """Check the TOML/flag value's type; bool is not an int here."""
+    want = setting.type
+    if want is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(source, setting.name, "must be a list of strings")
+        return list(value)
+    if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(source, setting.name, f"must be an integer (got {value!r})")
+    if want is bool and not isinstance(value, bool):
+        raise ConfigError(source, setting.name, f"must be true or false (got {value!r})")
+    if want is str and not isinstance(value, str):
+        raise ConfigError(source, setting.name, f"must be a string (got {value!r})")
+    return value
+
+
+def _file_values(data: Mapping[str, Any], path: str) -> tuple[dict, list, dict]:
+    values: dict[str, Any] = {}
+    present: dict[str, bool] = {}
+    plugins = data.get("plugins", [])
+    for section, table in data.items():
+        if section == "plugins":
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(path, section, "unknown section")
+        if not isinstance(table, dict):
+            raise ConfigError(path, section, "must be a table")
+        present[section] = True
+        for key, value in table.items():
+            setting = BY_NAME.get(f"{section}.{key}")
+            if setting is None:
+                raise ConfigError(path, f"{section}.{key}", "unknown key")
+            values[setting.name] = _coerce(setting, value, path)
+    if not isinstance(plugins, list) or not all(isinstance(p, dict) for p in plugins):
+        raise ConfigError(path, "plugins", "must be an array of tables ([[plugins]])")
+    for index, entry in enumerate(plugins):
+        if not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise ConfigError(path, f"plugins[{index}].name", "missing plugin name")
+    return values, [dict(p) for p in plugins], present
+
+
+def _cross_checks(values: dict[str, Any], origin: dict[str, str], path: str | None) -> None:
+    def where(name: str) -> str:
+        return FLAG_SOURCE if origin[name] == "flag" else (path or FLAG_SOURCE)
+
+    if values["server.idle_children"] > values["server.children"]:
+        raise ConfigError(where("server.idle_children"), "server.idle_children",
+                          f"must not exceed server.children "
+                          f"({values['server.idle_children']} > {values['server.children']})")
+    if values["queue.backend"] in ("smtp", "lmtp") and not values["queue.upstream"]:
+        raise ConfigError(where("queue.upstream"), "queue.upstream",
+                          f"required when queue.backend is {values['queue.backend']}")
+    if bool(values["tls.cert"]) != bool(values["tls.key"]):
+        missing = "tls.key" if values["tls.cert"] else "tls.cert"
+        raise ConfigError(where(missing), missing, "tls.cert and tls.key go together")
+    if values["server.debug"] and values["server.quiet"]:
+        raise ConfigError(where("server.quiet"), "server.quiet", "conflicts with server.debug")
+
+
+def load(path: str | None = None, flags: Mapping[str, Any] | None = None) -> Config:
+    """Build the effective Config. `flags` maps setting names to flag values
+    (only flags the user actually gave). Raises ConfigError."""
+    values = {s.name: s.default for s in SETTINGS}
+    origin = {s.name: "default" for s in SETTINGS}
+    plugins: list[dict[str, Any]] = []
+    present: dict[str, bool] = {}
+    if path:
+        file_values, plugins, present = _file_values(read_toml(path), path)
+        values.update(file_values)
+        origin.update({name: "file" for name in file_values})
+    for name, value in (flags or {}).items():
+        values[name] = _coerce(BY_NAME[name], value, FLAG_SOURCE)
+        origin[name] = "flag"
+    for setting in SETTINGS:
+        if setting.check is None:
+            continue
+        reason = setting.check(values[setting.name])
+        if reason:
+            source = FLAG_SOURCE if origin[setting.name] == "flag" else (path or FLAG_SOURCE)
+            raise ConfigError(source, setting.name, reason)
+    _cross_checks(values, origin, path)
+    return Config(values=values, origin=origin, plugins=plugins, path=path,
+                  sections=present)

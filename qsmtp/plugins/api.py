@@ -1,0 +1,162 @@
+"""The plugin API, modelled on qpsmtpd's.
+
+A plugin is a class deriving from `Plugin`. Methods named `hook_<name>` are
+registered automatically (hook names use `_` where qpsmtpd used `-`:
+`hook_pre_connection`). A hook returns a `Result`, a `(Result, message)` pair,
+or None (same as DECLINED). Options come from the plugin's `[[plugins]]` table
+and are declared in `options`; unknown or ill-typed options fail at load time.
+
+    class Greeter(Plugin):
+        '''Says hello in the logs.'''
+        options = {"greeting": Option(str, "hi", "what to log")}
+
+        def hook_helo(self, session, host):
+            session.notes["greeted"] = self.opts.greeting
+            return Result.DECLINED
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+
+class Result(enum.Enum):
+    OK = "OK"
+    DENY = "DENY"
+    DENYSOFT = "DENYSOFT"
+    DENY_DISCONNECT = "DENY_DISCONNECT"
+    DENYSOFT_DISCONNECT = "DENYSOFT_DISCONNECT"
+    DECLINED = "DECLINED"
+    DONE = "DONE"
+
+
+OK, DENY, DENYSOFT = Result.OK, Result.DENY, Result.DENYSOFT
+DENY_DISCONNECT, DENYSOFT_DISCONNECT = Result.DENY_DISCONNECT, Result.DENYSOFT_DISCONNECT
+DECLINED, DONE = Result.DECLINED, Result.DONE
+
+
+@dataclass(frozen=True)
+class HookResult:
+    result: Result
+    message: str | None = None
+    # True when the plugin raised or overran its budget: 451 4.3.0 at any
+    # stage, and the worker retires after the session.
+    failed: bool = False
+
+    @classmethod
+    def of(cls, value: Any) -> "HookResult":
+        """Normalise what a hook returned; anything odd is a plugin bug."""
+        if value is None:
+            return DECLINED_RESULT
+        if isinstance(value, HookResult):
+            return value
+        if isinstance(value, Result):
+            return cls(value)
+        if (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], Result)
+                and (value[1] is None or isinstance(value[1], str))):
+            return cls(value[0], value[1])
+        raise TypeError(f"hook returned {value!r}; expected Result or (Result, message)")
+
+
+DECLINED_RESULT = HookResult(Result.DECLINED)
+
+# Hook name -> the arguments passed after `session`, in firing order.
+# Every hook is called as `plugin.hook_<name>(session, *args)`; the current
+# transaction is `session.transaction`.
+HOOKS: dict[str, tuple[str, ...]] = {
+    "pre_connection": (),
+    "connect": (),
+    "helo": ("host",),
+    "ehlo": ("host",),
+    "mail": ("sender", "params"),
+    "rcpt": ("recipient", "params"),
+    "data": (),
+    "data_headers_end": (),
+    "data_post": (),
+    "queue_pre": (),
+    "queue": (),
+    "queue_post": (),
+    "vrfy": ("argument",),
+    "noop": (),
+    "quit": (),
+    "reset_transaction": (),
+    "disconnect": (),
+    "post_connection": (),
+    "unrecognized_command": ("verb", "argument"),
+    "auth": ("mechanism", "user", "secret"),
+}
+
+
+class PluginError(Exception):
+    """A plugin cannot be loaded: bad option, unknown hook, import failure."""
+
+    def __init__(self, plugin: str, key: str, reason: str):
+        super().__init__(f"{plugin}: {key}: {reason}")
+        self.plugin, self.key, self.reason = plugin, key, reason
+
+
+@dataclass(frozen=True)
+class Option:
+    type: type  # int, float, bool, str, list
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+
+
+class Plugin:
+    """Base class. Subclasses set `options` and define `hook_*` methods.
+
+    `self.config` is the server Config (read-only), `self.opts` the validated
+    options, `self.log` a logger named after the plugin. `setup()` runs once
+    at load time in the supervisor, before workers fork: do expensive loading
+    there, and raise PluginError for anything wrong.
+    """
+
+    name: str = ""
+    options: Mapping[str, Option] = {}
+
+    def __init__(self, config: Any, name: str, options: Mapping[str, Any]):
+        self.config = config
+        self.name = name
+        self.log = logging.getLogger(f"qsmtp.plugin.{name}")
+        self.opts = SimpleNamespace(**self._validate(options))
+        for attr in dir(type(self)):
+            if attr.startswith("hook_") and attr[5:] not in HOOKS:
+                raise PluginError(name, attr, f"unknown hook '{attr[5:]}'")
+        self.setup()
+
+    def _validate(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        values = {key: opt.default for key, opt in self.options.items()}
+        for key, value in given.items():
+            opt = self.options.get(key)
+            if opt is None:
+                raise PluginError(self.name, key, "unknown option")
+            values[key] = _check_option(self.name, key, opt, value)
+        return values
+
+    def setup(self) -> None:
+        """Load-time initialisation; override as needed."""
+
+    def hooks(self) -> list[str]:
+        return [attr[5:] for attr in dir(type(self))
+                if attr.startswith("hook_") and attr[5:] in HOOKS]
+
+
+def _check_option(plugin: str, key: str, opt: Option, value: Any) -> Any:
+    if opt.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if opt.type is list:
+        ok = isinstance(value, list)
+    elif opt.type is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, opt.type)
+    if not ok:
+        raise PluginError(plugin, key, f"must be {opt.type.__name__} (got {value!r})")
+    if opt.choices is not None and value not in opt.choices:
+        raise PluginError(plugin, key, f"must be one of {', '.join(map(str, opt.choices))}")
+    return value

@@ -1,0 +1,200 @@
+"""Every setting qsmtp knows, declared once.
+
+This table feeds the `qsmtp serve` options, TOML validation, `qsmtpctl config
+show` and the settings reference in the docs.  Adding a setting here is all it
+takes to get a config key, a flag (if `flags` is set) and validation.
+
+Range checks live here and not in click types (SPEC "Precise rules"): a value
+that parses but is wrong must exit 78 naming the key, not 2 from click.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Check = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    type: type  # int, bool, str or list (of str)
+    default: Any
+    help: str
+    flags: tuple[str, ...] = ()  # qpsmtpd-prefork's names first
+    check: Check | None = None
+    metavar: str | None = None
+    multiple: bool = False  # flag may be repeated (lists)
+    hidden: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    @property
+    def dest(self) -> str:
+        """The click parameter name for this setting."""
+        return self.key
+
+
+def at_least(low: int) -> Check:
+    def check(value: int) -> str | None:
+        return None if value >= low else f"must be at least {low} (got {value})"
+    return check
+
+
+def between(low: int, high: int) -> Check:
+    def check(value: int) -> str | None:
+        if low <= value <= high:
+            return None
+        return f"must be between {low} and {high} (got {value})"
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: str) -> str | None:
+        if value in choices:
+            return None
+        return f"must be one of {', '.join(choices)} (got {value!r})"
+    return check
+
+
+def parse_listen(entry: str, default_port: int) -> tuple[str, int]:
+    """'ADDR[:PORT]' or '[V6]:PORT' -> (host, port). Raises ValueError."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        host, sep, rest = entry[1:].partition("]")
+        if not sep:
+            raise ValueError(f"unclosed '[' in listen address {entry!r}")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"junk after ']' in listen address {entry!r}")
+        port_text = rest[1:] if rest else ""
+        ipaddress.IPv6Address(host)
+    elif entry.count(":") > 1:
+        host, port_text = entry, ""  # bare IPv6 without brackets
+        ipaddress.IPv6Address(host)
+    else:
+        host, _, port_text = entry.partition(":")
+        if not host:
+            host = "0.0.0.0"
+        elif host != "localhost":
+            ipaddress.IPv4Address(host)
+    if port_text:
+        if not port_text.isdigit():
+            raise ValueError(f"port {port_text!r} is not a number in {entry!r}")
+        port = int(port_text)
+    else:
+        port = default_port
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range in {entry!r}")
+    return host, port
+
+
+def _check_listen(entries: list[str]) -> str | None:
+    for entry in entries:
+        try:
+            parse_listen(entry, 25)
+        except ValueError as exc:
+            return f"malformed listen address {entry!r}: {exc}"
+    return None
+
+
+def _check_networks(entries: list[str]) -> str | None:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return f"not an IP network: {entry!r}"
+    return None
+
+
+def _check_domains(entries: list[str]) -> str | None:
+    for entry in entries:
+        name = entry.lstrip(".")
+        if not name or " " in name or "@" in name:
+            return f"not a domain: {entry!r}"
+    return None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # [server] -- qpsmtpd-prefork's flags keep their names.
+    Setting("server", "me", str, "localhost.localdomain",
+            "Host name used in the banner and Received: headers."),
+    Setting("server", "listen", list, ["0.0.0.0"],
+            "Addresses to bind, ADDR[:PORT] or [V6]:PORT; ignored when systemd "
+            "passes sockets. Without a port, --port is used.",
+            flags=("--listen-address", "--interface"), metavar="ADDR[:PORT]",
+            multiple=True, check=_check_listen),
+    Setting("server", "port", int, 2525, "Port for listen addresses given without one.",
+            flags=("--port",), check=between(1, 65535)),
+    Setting("server", "children", int, 15, "Maximum number of worker processes.",
+            flags=("--children",), check=at_least(1)),
+    Setting("server", "idle_children", int, 5, "Spare idle workers kept ready.",
+            flags=("--idle-children",), check=at_least(0)),
+    Setting("server", "max_from_ip", int, 10,
+            "Concurrent sessions allowed per client IP; 0 turns the limit off.",
+            flags=("--max-from-ip",), check=at_least(0)),
+    Setting("server", "child_lifetime", int, 100,
+            "Sessions a worker serves before it retires (jittered).",
+            flags=("--child-lifetime",), check=at_least(1)),
+    Setting("server", "timeout", int, 300,
+            "Seconds to wait for a command line or DATA bytes, then 421.",
+            check=at_least(1)),
+    Setting("server", "databytes", int, 26214400,
+            "Largest message accepted, in bytes (advertised as SIZE).",
+            check=at_least(1)),
+    Setting("server", "max_recipients", int, 100,
+            "Recipients per transaction; more get 452 4.5.3.", check=at_least(1)),
+    Setting("server", "max_unrecognized", int, 4,
+            "Unknown verbs per session before 421 and close.", check=at_least(0)),
+    Setting("server", "hook_timeout", int, 30,
+            "Seconds a plugin hook may run before 451 4.3.0.", check=at_least(1)),
+    Setting("server", "grace", int, 30,
+            "Seconds sessions may finish after TERM before 421.", check=at_least(0)),
+    Setting("server", "runtime_dir", str, "/run/qsmtp",
+            "Directory for the pid file, the registry id and control files."),
+    Setting("server", "state_dir", str, "/var/lib/qsmtp",
+            "Directory for plugin databases (karma, greylisting)."),
+    Setting("server", "pid_file", str, "",
+            "Write the supervisor pid here; refuse to start if it names a live process.",
+            flags=("--pid-file",), metavar="PATH"),
+    Setting("server", "user", str, "",
+            "Drop to this user (and its groups) after the sockets are open.",
+            flags=("--user",), metavar="NAME"),
+    Setting("server", "renice_parent", int, 0,
+            "Nice increment applied to the supervisor only.",
+            flags=("--renice-parent",), check=between(-20, 19)),
+    Setting("server", "pretty_child", bool, False,
+            "Show worker state in the process title (qsmtp: worker busy 192.0.2.7).",
+            flags=("--pretty-child",)),
+    Setting("server", "detach", bool, False, "Fork into the background.",
+            flags=("--detach",)),
+    Setting("server", "debug", bool, False, "Log at debug level.", flags=("--debug",)),
+    Setting("server", "quiet", bool, False, "Log warnings and errors only.",
+            flags=("--quiet",)),
+    # [relay]
+    Setting("relay", "clients", list, ["127.0.0.0/8", "::1/128"],
+            "Client networks that may relay to any domain.", check=_check_networks),
+    Setting("relay", "domains", list, [],
+            "Domains we accept mail for; '.example.test' also matches subdomains.",
+            check=_check_domains),
+    # [queue]
+    Setting("queue", "backend", str, "maildir",
+            "Where accepted mail goes: maildir, smtp or lmtp.",
+            check=one_of("maildir", "smtp", "lmtp")),
+    Setting("queue", "path", str, "/var/spool/qsmtp/maildir",
+            "Maildir for backend=maildir (tmp/new/cur created if missing)."),
+    Setting("queue", "upstream", str, "",
+            "host:port (smtp, lmtp) or unix:/path (lmtp) for hand-off backends."),
+    Setting("queue", "upstream_timeout", int, 60,
+            "Seconds to wait on the upstream MTA per step.", check=at_least(1)),
+    # [tls]
+    Setting("tls", "cert", str, "", "PEM certificate chain; STARTTLS needs cert and key."),
+    Setting("tls", "key", str, "", "PEM private key."),
+)
+
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what `make run` / `make test` need on a fresh Debian 12 machine:
+# apt packages (only the missing ones), then a venv with the pinned deps.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3-venv python3-dev build-essential pkg-config libsystemd-dev
+              swaks postfix openssl systemd iproute2)
+if [ "${1:-}" = "--test" ]; then
+    shift
+    APT_PACKAGES+=("$@")
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "bootstrap: installing ${missing[*]}" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    # Postfix is only a test tool here (smtp-source, private instances):
+    # never let its postinst configure a system mailer.
+    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV=.venv
+stamp="$VENV/.stamp-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+    echo "bootstrap: building $VENV" >&2
+    rm -rf "$VENV"
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check wheel
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+fi
