@@ -1,0 +1,552 @@
+"""The worker registry: one SysV shared-memory segment of fixed-size slots,
+guarded by one SysV semaphore taken with SEM_UNDO.  The only user of sysv_ipc.
+
+Layout (little-endian, no implicit padding), HEADER_SIZE + slots * SLOT_SIZE:
+
+  header (128 bytes)                    slot (80 bytes, one per possible worker)
+  0   8s magic b"QSMTPREG"              0   I  pid (0 = free)
+  8   I  layout version                 4   I  generation it was forked in
+  12  I  slot size                      8   I  sessions served
+  16  I  slots                          12  H  (pad)
+  20  I  supervisor pid                 14  B  state: free/reserved/idle/busy
+  24  I  generation                     15  B  peer family: 0, 4, 6
+  28  B  supervisor state               16  16s peer address (inet_pton)
+  29  B  reload status (none/ok/failed) 32  16s service (listener name)
+  30  H  (pad)                          48  d  since (busy since / idle since)
+  32  d  started                        56  d  heartbeat
+  40  Q  sessions_total                 64  d  started (fork time)
+  48  I  children (max workers)         72  8x (spare)
+  52  I  idle_children
+  56  I  max_from_ip
+  60  I  lock recoveries
+  64  d  reload time
+  72  d  throttled_until (boot-loop back-off, 0 = none)
+  80  48s reload reason (UTF-8, NUL padded)
+
+State, family and peer are adjacent (slot bytes 14..32) so the per-IP count
+compares one 18-byte slice per slot, and mark_busy is a single write.
+
+Why SEM_UNDO: a worker killed while holding the lock gets it released by the
+kernel, so a crash can never wedge the fleet.  A *live* holder stuck for more
+than LOCK_TIMEOUT (SIGSTOPped, swapped out) is handled by `_locked`: workers
+log and proceed unlocked (an approximate per-IP count beats a hang); the
+supervisor SIGKILLs the holder if it is one of its workers (the kernel's undo
+then frees the lock) and otherwise force-resets the value to 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from typing import Any, Iterator
+
+import sysv_ipc
+
+log = logging.getLogger("qsmtp.registry")
+
+MAGIC = b"QSMTPREG"
+VERSION = 1
+LOCK_TIMEOUT = 2.0  # seconds; a bound, never a hang
+PUBLISHED = "registry"  # file name under runtime_dir
+
+HEADER = struct.Struct("<8sIIIIIBBHdQIIIIdd48s")
+HEADER_SIZE = 128
+SLOT = struct.Struct("<IIIHBB16s16sddd8x")
+SLOT_SIZE = SLOT.size
+assert HEADER.size <= HEADER_SIZE and SLOT_SIZE == 80
+
+FREE, RESERVED, IDLE, BUSY = 0, 1, 2, 3
+SLOT_STATES = {FREE: "free", RESERVED: "starting", IDLE: "idle", BUSY: "busy"}
+SUPERVISOR_STATES = ("starting", "running", "reloading", "stopping")
+RELOAD_STATUS = ("none", "ok", "failed")
+
+# Header field offsets, for single-field writes.
+_H_PID, _H_GEN, _H_STATE, _H_RELOAD = 20, 24, 28, 29
+_H_SESSIONS, _H_LOCKREC = 40, 60
+_HEADER_FIELDS = {  # name -> (offset, struct format)
+    "supervisor_pid": (20, "<I"), "generation": (24, "<I"), "started": (32, "<d"),
+    "sessions_total": (40, "<Q"), "children": (48, "<I"), "idle_children": (52, "<I"),
+    "max_from_ip": (56, "<I"), "reload_time": (64, "<d"), "throttled_until": (72, "<d"),
+}
+# Slot field offsets (relative to the slot).
+_S_SESSIONS, _S_MATCH, _S_SINCE, _S_HEARTBEAT = 8, 14, 48, 56
+_PACK_D = struct.Struct("<d").pack
+_PACK_I = struct.Struct("<I").pack
+
+
+class RegistryError(Exception):
+    """The registry cannot be created or used."""
+
+
+class NotRunning(RegistryError):
+    def __init__(self, path: str):
+        super().__init__(f"qsmtp is not running (no registry at {path})")
+        self.path = path
+
+
+class RegistryPermissionError(RegistryError):
+    def __init__(self, path: str, group: str):
+        super().__init__(f"cannot read the registry at {path}: permission denied "
+                         f"(join group {group})")
+        self.path, self.group = path, group
+
+
+def normalise_peer(ip: str | None) -> tuple[int, bytes]:
+    """-> (family 4/6, 16 bytes); IPv4-mapped IPv6 becomes IPv4; (0, zeros) if
+    there is no usable IP (unix socket, garbage), which is never counted."""
+    if not ip:
+        return 0, bytes(16)
+    ip = ip.split("%", 1)[0]  # drop an IPv6 scope id
+    try:
+        raw = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    except OSError:
+        return 0, bytes(16)
+    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+        raw = raw[12:]
+    if len(raw) == 4:
+        return 4, raw + bytes(12)
+    return 6, raw
+
+
+def format_peer(family: int, raw: bytes) -> str | None:
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if family == 6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return None
+
+
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _encode(text: str, size: int) -> bytes:
+    data = text.encode("utf-8")[:size]
+    return data.decode("utf-8", "ignore").encode("utf-8").ljust(size, b"\0")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_qsmtp(pid: int) -> bool:
+    """Guards against pid reuse: a live pid counts only if it is qsmtp."""
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"qsmtp" in handle.read()
+    except OSError:
+        return False
+
+
+def _ipc_gid(kind: str, ipc_id: int) -> int | None:
+    """The gid owning a SysV object, from /proc (world-readable)."""
+    try:
+        with open(f"/proc/sysvipc/{kind}") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    names = lines[0].split()
+    for line in lines[1:]:
+        fields = dict(zip(names, line.split()))
+        if fields.get("shmid" if kind == "shm" else "semid") == str(ipc_id):
+            return int(fields["gid"])
+    return None
+
+
+def _group_name(gid: int | None) -> str:
+    if gid is None:
+        return "?"
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def read_published(runtime_dir: str) -> dict[str, Any] | None:
+    path = os.path.join(runtime_dir, PUBLISHED)
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise
+    except (OSError, ValueError):
+        return None  # torn or garbage: treat as absent (it is stale)
+    return data if isinstance(data, dict) else None
+
+
+def _publish(runtime_dir: str, data: dict[str, Any]) -> None:
+    """Atomic: readers see the old file or the new one, never half."""
+    path = os.path.join(runtime_dir, PUBLISHED)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(data, handle)
+        handle.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _remove_stale(runtime_dir: str) -> None:
+    """Remove what a crashed run left, or refuse if that run is alive."""
+    data = read_published(runtime_dir)
+    if data is None:
+        return
+    pid = int(data.get("pid", 0))
+    shm = None
+    with contextlib.suppress(sysv_ipc.Error, KeyError, TypeError, ValueError):
+        shm = sysv_ipc.attach(int(data["shm_id"]), flags=sysv_ipc.SHM_RDONLY)
+    ours = shm is not None and shm.key == data.get("key") and shm.read(8) == MAGIC
+    if ours and _pid_alive(pid) and _is_qsmtp(pid):
+        header_pid = struct.unpack_from("<I", shm.read(HEADER_SIZE), _H_PID)[0]
+        shm.detach()
+        if header_pid == pid:
+            raise RegistryError(f"another qsmtp (pid {pid}) is running")
+        ours = True
+    if shm is not None:
+        shm.detach()
+    if ours:
+        log.warning("removing stale registry of pid %d (shm %s)", pid, data.get("shm_id"))
+        with contextlib.suppress(sysv_ipc.Error):
+            sysv_ipc.remove_shared_memory(int(data["shm_id"]))
+        with contextlib.suppress(sysv_ipc.Error, KeyError):
+            sem = sysv_ipc.Semaphore(int(data["key"]))
+            if sem.id == data.get("sem_id"):
+                sem.remove()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(runtime_dir, PUBLISHED))
+
+
+class Registry:
+    """See the module docstring.  One object per process; it survives fork."""
+
+    def __init__(self, shm: sysv_ipc.SharedMemory, sem: sysv_ipc.Semaphore | None,
+                 runtime_dir: str, owner: bool, slots: int):
+        self.shm, self.sem = shm, sem
+        self.runtime_dir, self.owner, self.slots = runtime_dir, owner, slots
+        self.path = os.path.join(runtime_dir, PUBLISHED)
+        self._offsets = [HEADER_SIZE + i * SLOT_SIZE for i in range(slots)]
+        self._removed = False
+
+    # ---- life cycle (supervisor) ------------------------------------------
+    @classmethod
+    def create(cls, runtime_dir: str, slots: int, supervisor_pid: int, *,
+               mode: int = 0o640, owner_gid: int | None = None,
+               owner_uid: int | None = None) -> "Registry":
+        if slots < 1:
+            raise RegistryError("a registry needs at least one slot")
+        _remove_stale(runtime_dir)
+        shm, sem = cls._new_objects(HEADER_SIZE + slots * SLOT_SIZE, mode)
+        try:
+            for obj in (shm, sem):
+                if owner_uid is not None:
+                    obj.uid = owner_uid
+                if owner_gid is not None:
+                    obj.gid = owner_gid
+            reg = cls(shm, sem, runtime_dir, owner=True, slots=slots)
+            reg._write_header(supervisor_pid, slots)
+            _publish(runtime_dir, {"key": shm.key, "shm_id": shm.id, "sem_id": sem.id,
+                                   "pid": supervisor_pid, "version": VERSION,
+                                   "slots": slots})
+        except BaseException:
+            shm.detach()
+            shm.remove()
+            sem.remove()
+            raise
+        return reg
+
+    @staticmethod
+    def _new_objects(size: int, mode: int) -> tuple[sysv_ipc.SharedMemory, sysv_ipc.Semaphore]:
+        """A fresh random key for both objects (IPC_CREX, retried on clashes)."""
+        for _ in range(64):
+            shm = sysv_ipc.SharedMemory(None, sysv_ipc.IPC_CREX, mode=mode, size=size,
+                                        init_character=b"\0")
+            try:
+                sem = sysv_ipc.Semaphore(shm.key, sysv_ipc.IPC_CREX, mode=mode,
+                                         initial_value=1)
+            except sysv_ipc.ExistentialError:
+                shm.detach()
+                shm.remove()
+                continue
+            sem.undo = True
+            return shm, sem
+        raise RegistryError("no free SysV IPC key found")
+
+    def _write_header(self, pid: int, slots: int) -> None:
+        head = HEADER.pack(MAGIC, VERSION, SLOT_SIZE, slots, pid, 0, 0, 0, 0,
+                           time.time(), 0, slots, 0, 0, 0, 0.0, 0.0, b"")
+        self.shm.write(head, 0)
+
+    def remove(self) -> None:
+        """Clean stop: nothing is left behind (ipcs shows nothing)."""
+        if self._removed:
+            return
+        self._removed = True
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            data = read_published(self.runtime_dir)
+            if data and data.get("shm_id") == self.shm.id:
+                os.unlink(self.path)
+        with contextlib.suppress(sysv_ipc.Error):
+            self.shm.remove()
+        if self.sem is not None:
+            with contextlib.suppress(sysv_ipc.Error):
+                self.sem.remove()
+        self.detach()
+
+    def detach(self) -> None:
+        with contextlib.suppress(sysv_ipc.Error):
+            if self.shm.attached:
+                self.shm.detach()
+
+    # ---- readers -------------------------------------------------------------
+    @classmethod
+    def attach(cls, runtime_dir: str, *, writable: bool = False) -> "Registry":
+        path = os.path.join(runtime_dir, PUBLISHED)
+        try:
+            data = read_published(runtime_dir)
+        except PermissionError:
+            raise RegistryPermissionError(path, _group_name(_dir_gid(runtime_dir))) from None
+        if data is None:
+            raise NotRunning(path)
+        try:
+            shm_id = int(data["shm_id"])
+            flags = 0 if writable else sysv_ipc.SHM_RDONLY
+            shm = sysv_ipc.attach(shm_id, flags=flags)
+        except sysv_ipc.PermissionsError:
+            raise RegistryPermissionError(path, _group_name(_ipc_gid("shm", shm_id))) from None
+        except (sysv_ipc.Error, KeyError, TypeError, ValueError):
+            raise NotRunning(path) from None
+        if shm.read(8) != MAGIC:
+            shm.detach()
+            raise NotRunning(path)
+        slots = struct.unpack_from("<I", shm.read(20), 16)[0]
+        sem = None
+        with contextlib.suppress(sysv_ipc.Error):
+            sem = sysv_ipc.Semaphore(int(data["key"]))
+            sem.undo = True
+        return cls(shm, sem, runtime_dir, owner=False, slots=slots)
+
+    def exists(self) -> bool:
+        """False once the supervisor removed the segment (or it was replaced)."""
+        try:
+            data = read_published(self.runtime_dir)
+        except PermissionError:
+            return True
+        return bool(data) and data.get("shm_id") == self.shm.id and _ipc_gid(
+            "shm", self.shm.id) is not None
+
+    # ---- the lock ------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[bool]:
+        """Yields True when locked; False if it proceeded without the lock."""
+        if self.sem is None:
+            yield False
+            return
+        try:
+            self.sem.acquire(timeout)
+        except sysv_ipc.BusyError:
+            if not self._recover_lock(timeout):
+                yield False
+                return
+        except sysv_ipc.Error as exc:  # e.g. no alter permission for a reader
+            log.debug("registry lock unavailable: %s", exc)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self.sem.release()
+
+    def _recover_lock(self, timeout: float) -> bool:
+        """The lock was not free within the bound.  Log, then recover: only the
+        supervisor acts; it kills a wedged worker holder (SEM_UNDO frees the
+        lock) or force-resets the value.  Returns True if we now hold it."""
+        holder = self.sem.last_pid
+        log.error("registry lock not acquired within %.1fs (held by pid %d)%s",
+                  timeout, holder, "; recovering" if self.owner else "; going on unlocked")
+        if not self.owner:
+            return False
+        if holder != os.getpid() and holder in self.worker_pids() and _pid_alive(holder):
+            with contextlib.suppress(OSError):
+                os.kill(holder, signal.SIGKILL)
+            with contextlib.suppress(sysv_ipc.BusyError):
+                self.sem.acquire(timeout)
+                self._count_recovery()
+                return True
+        self.sem.value = 0  # we take it: setting 0 then releasing gives exactly 1
+        self._count_recovery()
+        return True
+
+    def _count_recovery(self) -> None:
+        count = struct.unpack("<I", self.shm.read(4, _H_LOCKREC))[0]
+        self.shm.write(_PACK_I(count + 1), _H_LOCKREC)
+
+    # ---- supervisor side -------------------------------------------------------
+    def claim_slot(self) -> int:
+        """A free slot, marked reserved (before fork). RegistryError if full."""
+        with self._locked():
+            for index, offset in enumerate(self._offsets):
+                if self.shm.read(1, offset + 14)[0] == FREE:
+                    self.shm.write(SLOT.pack(0, 0, 0, 0, RESERVED, 0, b"", b"",
+                                             0.0, 0.0, time.time()), offset)
+                    return index
+        raise RegistryError("no free registry slot")
+
+    def set_slot(self, index: int, pid: int, generation: int) -> None:
+        now = time.time()
+        self.shm.write(SLOT.pack(pid, generation, 0, 0, IDLE, 0, b"", b"", now, now, now),
+                       self._offsets[index])
+
+    set_slot_pid = set_slot  # the name docs/ARCHITECTURE.md uses
+
+    def release_slot(self, index: int) -> None:
+        """Only after waitpid: the pid is gone for good."""
+        with self._locked():
+            self.shm.write(bytes(SLOT_SIZE), self._offsets[index])
+
+    def set_generation(self, generation: int) -> None:
+        self.shm.write(_PACK_I(generation), _H_GEN)
+
+    def set_state(self, state: str) -> None:
+        self.shm.write(bytes([SUPERVISOR_STATES.index(state)]), _H_STATE)
+
+    def set_reload(self, status: str, reason: str = "", now: float | None = None) -> None:
+        """reload_status for qsmtpctl reload: 'ok' or 'failed' with a reason."""
+        self.set_header(reload_time=time.time() if now is None else now)
+        self.shm.write(_encode(reason, 48), 80)
+        self.shm.write(bytes([RELOAD_STATUS.index(status)]), _H_RELOAD)
+
+    def set_header(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            if name == "state":
+                self.set_state(value)
+                continue
+            offset, fmt = _HEADER_FIELDS[name]
+            self.shm.write(struct.pack(fmt, value), offset)
+
+    def add_sessions(self, count: int) -> None:
+        with self._locked():
+            self._add_sessions(count)
+
+    def _add_sessions(self, count: int) -> None:
+        total = struct.unpack("<Q", self.shm.read(8, _H_SESSIONS))[0]
+        self.shm.write(struct.pack("<Q", total + count), _H_SESSIONS)
+
+    def worker_pids(self) -> list[int]:
+        raw = self.shm.read(self.slots * SLOT_SIZE, HEADER_SIZE)
+        return [pid for (pid,) in (struct.unpack_from("<I", raw, i * SLOT_SIZE)
+                                   for i in range(self.slots)) if pid]
+
+    # ---- worker side -------------------------------------------------------------
+    def mark_busy(self, index: int, peer_ip: str | None, service: str,
+                  max_from_ip: int) -> int | None:
+        """Atomically: refuse (return the count of this IP's other sessions)
+        when it has max_from_ip already, else mark the slot busy -> None."""
+        family, raw = normalise_peer(peer_ip)
+        mine = self._offsets[index]
+        record = bytes([BUSY, family]) + raw
+        with self._locked():
+            if family and max_from_ip > 0:
+                area = self.shm.read(self.slots * SLOT_SIZE, HEADER_SIZE)
+                count = 0
+                for offset in self._offsets:
+                    start = offset - HEADER_SIZE + _S_MATCH
+                    if offset != mine and area[start:start + 18] == record:
+                        count += 1
+                if count >= max_from_ip:
+                    return count
+            self.shm.write(record + _encode(service, 16) + _PACK_D(time.time()),
+                           mine + _S_MATCH)
+        return None
+
+    def mark_idle(self, index: int, sessions_served: int) -> None:
+        """End of a session: slot idle again, and one more in sessions_total."""
+        offset = self._offsets[index]
+        with self._locked():
+            self.shm.write(_PACK_I(sessions_served), offset + _S_SESSIONS)
+            self.shm.write(bytes([IDLE, 0]) + bytes(32) + _PACK_D(time.time()),
+                           offset + _S_MATCH)
+            self._add_sessions(1)
+
+    def heartbeat(self, index: int, now: float | None = None) -> None:
+        """Own field only, no lock: one 8-byte aligned write."""
+        self.shm.write(_PACK_D(time.time() if now is None else now),
+                       self._offsets[index] + _S_HEARTBEAT)
+
+    # ---- snapshot ---------------------------------------------------------------------
+    def snapshot(self, timeout: float = LOCK_TIMEOUT) -> dict[str, Any]:
+        """Header + non-free slots, read in one copy under the lock.  Without
+        the lock (no permission, or timeout) two identical reads in a row count
+        as consistent."""
+        size = HEADER_SIZE + self.slots * SLOT_SIZE
+        with self._locked(timeout) as locked:
+            raw = self.shm.read(size)
+        consistent = locked
+        if not locked:
+            for _ in range(5):
+                again = self.shm.read(size)
+                if again == raw:
+                    consistent = True
+                    break
+                raw = again
+        return decode(raw, consistent)
+
+
+def _dir_gid(path: str) -> int | None:
+    try:
+        return os.stat(path).st_gid
+    except OSError:
+        return None
+
+
+def decode(raw: bytes, consistent: bool = True) -> dict[str, Any]:
+    """Bytes of a whole segment -> the snapshot dict qsmtpctl renders."""
+    (magic, version, _slot_size, slots, pid, generation, state, reload_status, _,
+     started, sessions_total, children, idle_children, max_from_ip, recoveries,
+     reload_time, throttled, reason) = HEADER.unpack_from(raw, 0)
+    workers = []
+    for index in range(slots):
+        (wpid, wgen, sessions, _, wstate, family, peer, service, since, heartbeat,
+         wstarted) = SLOT.unpack_from(raw, HEADER_SIZE + index * SLOT_SIZE)
+        if wstate == FREE:
+            continue
+        workers.append({
+            "slot": index, "pid": wpid, "generation": wgen,
+            "state": SLOT_STATES.get(wstate, "unknown"),
+            "peer": format_peer(family, peer), "service": _text(service) or None,
+            "since": since, "heartbeat": heartbeat, "started": wstarted,
+            "sessions": sessions,
+        })
+    return {
+        "magic_ok": magic == MAGIC, "version": version, "consistent": consistent,
+        "supervisor": {
+            "pid": pid, "generation": generation, "started": started,
+            "state": SUPERVISOR_STATES[state] if state < len(SUPERVISOR_STATES) else "?",
+            "sessions_total": sessions_total, "lock_recoveries": recoveries,
+            "reload_status": RELOAD_STATUS[reload_status]
+            if reload_status < len(RELOAD_STATUS) else "?",
+            "reload_reason": _text(reason), "reload_time": reload_time,
+            "throttled_until": throttled or None,
+        },
+        "pool": {"max": children, "slots": slots, "idle_children": idle_children,
+                 "max_from_ip": max_from_ip},
+        "workers": workers,
+    }
