@@ -1,0 +1,74 @@
+"""headers -- the trace header every accepted message gets (always implied).
+
+At `data_post`:
+- prepends `Received:` (RFC 5321 4.4, protocol names from RFC 3848):
+      Received: from <helo> (<remote host> [<ip>])
+              by <server.me> (qsmtp) with ESMTPS (using <cipher>) id <txn id>
+              for <rcpt>; <RFC 5322 date>
+  `for` is only written for a single recipient (several would leak Bcc's);
+  the remote host is only shown when the connection info carries one (core
+  code does no DNS); IPv6 peers are written `[IPv6:...]`.
+- renames incoming `Authentication-Results:` headers to
+  `X-Original-Authentication-Results:` (RFC 8601 5: results claimed by
+  someone else must not be trusted downstream).
+No options.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from typing import Any
+
+from qsmtp.plugins.api import Plugin
+
+_AUTH_RESULTS = re.compile(rb"(?mi)^(?=Authentication-Results[ \t]*:)")
+_RENAMED_PREFIX = b"X-Original-"
+
+
+class Headers(Plugin):
+    """Adds Received:, neutralises incoming Authentication-Results: (no options)."""
+
+    def hook_data_post(self, session: Any):
+        txn = session.transaction
+        txn.prepend_header("Received", received_value(session, txn, self.config.server.me))
+        body = txn.body
+        if body is not None:
+            rename_auth_results(body)
+        return None
+
+
+def received_value(session: Any, txn: Any, me: str, date: str | None = None) -> str:
+    """The Received: header value, folded with LF + tab (no final line end)."""
+    ip = session.conn.peer_ip
+    literal = f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
+    tcp_info = f"{session.remote_host} {literal}" if session.remote_host else literal
+    helo = session.helo_host or literal
+    protocol = session.protocol
+    if session.tls and session.tls_cipher:
+        protocol += f" (using {session.tls_cipher})"
+    lines = [f"from {helo} ({tcp_info})",
+             f"by {me} (qsmtp) with {protocol} id {txn.id}"]
+    stamp = date or email.utils.formatdate(localtime=True)
+    if len(txn.recipients) == 1:
+        lines.append(f"for <{txn.recipients[0].address}>; {stamp}")
+    else:
+        lines[-1] += ";"
+        lines.append(stamp)
+    return "\n\t".join(lines)
+
+
+def rename_auth_results(body: Any) -> None:
+    """Rename Authentication-Results: fields in the message's header block.
+
+    Uses `body.rename_header` when MessageBody offers it; otherwise edits the
+    `header_block` bytes (only field names at a line start are touched, so
+    folded continuation lines and the body are left alone)."""
+    renamer = getattr(body, "rename_header", None)
+    if renamer is not None:
+        renamer("Authentication-Results", "X-Original-Authentication-Results")
+        return
+    block = body.header_block
+    renamed = _AUTH_RESULTS.sub(_RENAMED_PREFIX, block)
+    if renamed != block:
+        body.header_block = renamed

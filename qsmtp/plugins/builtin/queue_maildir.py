@@ -1,0 +1,114 @@
+"""queue/maildir -- store each accepted message in a Maildir (`[queue] path`).
+
+Implied when `[queue] backend = "maildir"` (the default).  No options.
+
+The directory and its tmp/ new/ cur/ are created at load time (mode 0700) if
+missing; if that fails the server refuses to start.  Each transaction becomes
+ONE file, LF line ends (the Maildir convention):
+
+    Return-Path: <sender>
+    Delivered-To: rcpt1        (one per recipient, in RCPT order)
+    Received: ...              (and any other header plugins added)
+    <the message as received, dot-unstuffed>
+
+Durability: the file is written under tmp/, fsync'd, renamed into new/ and
+new/ is fsync'd; only then is the message acknowledged (250).  Any OS error
+(disk full, read-only, EIO, quota) leaves nothing in new/ or tmp/ and gives
+`451 4.3.0` so the client keeps the message and retries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from typing import Any
+
+from qsmtp.plugins.api import DENYSOFT, OK, Plugin, PluginError
+
+_SUBDIRS = ("tmp", "new", "cur")
+_counter = itertools.count(1)  # per process; the pid in the name tells forks apart
+_BUFFER = 1 << 16
+
+
+class QueueMaildir(Plugin):
+    """Delivers to the Maildir at `[queue] path` (no options)."""
+
+    def setup(self) -> None:
+        self.path = os.path.abspath(self.config.queue.path)
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            for sub in _SUBDIRS:
+                os.makedirs(os.path.join(self.path, sub), mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise PluginError(self.name, "queue.path",
+                              f"cannot create maildir {self.path}: {exc.strerror}") from None
+        self.tmp_dir = os.path.join(self.path, "tmp")
+        self.new_dir = os.path.join(self.path, "new")
+        # Maildir names must not contain '/' or ':' (the latter starts flags).
+        self.host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+    def hook_queue(self, session: Any):
+        txn = session.transaction
+        name = self.unique_name()
+        tmp = os.path.join(self.tmp_dir, name)
+        new = os.path.join(self.new_dir, name)
+        stage = "write"
+        try:
+            self.write_file(tmp, txn)
+            stage = "rename"
+            os.rename(tmp, new)
+            stage = "sync"
+            _fsync_dir(self.new_dir)
+        except OSError as exc:
+            self.log.error("session %s: cannot queue %s into %s (%s): %s", session.id,
+                           txn.id, self.path, stage, exc.strerror or exc)
+            _unlink_quietly(tmp)
+            if stage == "sync":
+                # Not known to be durable: take it back so the client's retry
+                # does not deliver it twice.
+                _unlink_quietly(new)
+            return DENYSOFT, "4.3.0 Temporary failure storing the message, try again later"
+        return OK, f"2.0.0 Ok: queued as {name}"
+
+    def unique_name(self) -> str:
+        now = time.time()
+        sec = int(now)
+        usec = int((now - sec) * 1_000_000)
+        pid = os.getpid()
+        return f"{sec}.M{usec}P{pid}Q{next(_counter)}.{self.host}"
+
+    def write_file(self, path: str, txn: Any) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb", buffering=_BUFFER) as out:
+            out.write(envelope_headers(txn))
+            for chunk in txn.body.iter_chunks():
+                out.write(chunk)
+            out.flush()
+            os.fsync(fd)
+
+
+def envelope_headers(txn: Any) -> bytes:
+    """Return-Path, Delivered-To per recipient, then txn.added_headers (LF)."""
+    sender = txn.sender.address if txn.sender is not None else ""
+    lines = [f"Return-Path: <{sender}>"]
+    lines.extend(f"Delivered-To: {rcpt.address}" for rcpt in txn.recipients)
+    lines.extend(txn.added_headers)
+    lines.append("")
+    return "\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,112 @@
+"""relay -- who may send mail where (implied when `[relay]` is in the config).
+
+Reads `[relay] clients` (networks that may relay to any domain) and
+`[relay] domains` (domains we accept mail for; `.example.test` matches
+example.test and every subdomain, `example.test` matches only itself).
+It has no options of its own.
+
+Decisions at RCPT (fail closed; refusals are `550 5.7.1 Relaying denied`):
+- `<postmaster>` without a domain, any case: accepted from everyone
+  (RFC 5321 4.5.1).  Any other recipient without a domain: refused, even
+  from relay clients (there is nowhere to deliver it).
+- Relay clients (peer in `clients`, or an authenticated session): accepted.
+- Everyone else: the domain must be one of ours, and the address must not
+  carry a routing trick aimed at one of our domains: a local part (quoted or
+  not) containing `@`, `%` or `!`, a source route (`<@ours:u@foreign>`, any
+  route at all), or an address literal (`u@[192.0.2.1]`).
+Domain comparison: case-insensitive; one trailing dot (the absolute form of
+the same name) is ignored.  IDN: an ASCII recipient domain (including
+`xn--` A-labels) matches a configured domain's A-label form; a UTF-8 one
+(SMTPUTF8) matches its U-label form.  A configured IDN gets an A-label form
+only if it round-trips through the codec unchanged, so IDNA 2003 mappings
+(`straße` -> `strasse`) never make a foreign domain look like ours.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from qsmtp.plugins.api import DENY, OK, Plugin, PluginError
+
+REFUSED = (DENY, "5.7.1 Relaying denied")
+ACCEPTED = (OK, None)
+_ROUTING_CHARS = frozenset("@%!")
+
+
+class Relay(Plugin):
+    """Relay control from `[relay] clients` and `[relay] domains` (no options)."""
+
+    def setup(self) -> None:
+        relay = self.config.relay
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in relay.clients]
+        self.exact: set[str] = set()
+        self.suffixes: list[str] = []  # ".example.test" entries, both forms
+        for entry in relay.domains:
+            subdomains = entry.startswith(".")
+            for form in domain_forms(entry.lstrip("."), self.name):
+                if subdomains:
+                    self.suffixes.append("." + form)
+                self.exact.add(form)
+        self.suffixes_t = tuple(self.suffixes)
+
+    def hook_connect(self, session: Any):
+        if not session.relay_client and self.is_client_ip(session.conn.peer_ip):
+            session.relay_client = True
+        return None
+
+    def hook_rcpt(self, session: Any, recipient: Any, params: Any):
+        return self.decide(recipient, session.relay_client or bool(session.auth_user))
+
+    def is_client_ip(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.networks)
+
+    def decide(self, rcpt: Any, client: bool):
+        if rcpt.domain is None:
+            if rcpt.local_unquoted.lower() == "postmaster" and not rcpt.route:
+                return ACCEPTED
+            return REFUSED
+        if client:
+            return ACCEPTED
+        if rcpt.route or _ROUTING_CHARS.intersection(rcpt.local_unquoted):
+            return REFUSED
+        return ACCEPTED if self.is_ours(rcpt.domain) else REFUSED
+
+    def is_ours(self, domain: str) -> bool:
+        if domain.startswith("["):
+            return False  # address literal
+        name = domain[:-1] if domain.endswith(".") else domain
+        name = name.lower()
+        if not name or ".." in name or name.startswith(".") or name.endswith("."):
+            return False
+        return name in self.exact or name.endswith(self.suffixes_t)
+
+
+def domain_forms(domain: str, plugin: str = "relay") -> set[str]:
+    """The lower-case spellings a configured domain is matched in: itself,
+    plus its A-label (ASCII) or U-label (Unicode) twin when the IDNA codec
+    converts it both ways without changing it."""
+    name = domain.rstrip(".").lower()
+    if not name:
+        raise PluginError(plugin, "relay.domains", f"not a domain: {domain!r}")
+    forms = {name}
+    try:
+        if name.isascii():
+            unicode = name.encode("ascii").decode("idna").lower()
+            if unicode.encode("idna").decode("ascii") == name:
+                forms.add(unicode)
+        else:
+            ascii_form = name.encode("idna").decode("ascii").lower()
+            if ascii_form.encode("ascii").decode("idna") == name:
+                forms.add(ascii_form)
+    except UnicodeError:
+        if not name.isascii():
+            raise PluginError(plugin, "relay.domains",
+                              f"not a valid IDN domain: {domain!r}") from None
+    return forms
