@@ -42,6 +42,7 @@ import grp
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -156,8 +157,8 @@ def _is_qsmtp(pid: int) -> bool:
         return False
 
 
-def _ipc_gid(kind: str, ipc_id: int) -> int | None:
-    """The gid owning a SysV object, from /proc (world-readable)."""
+def _ipc_row(kind: str, ipc_id: int) -> dict[str, str] | None:
+    """One row of /proc/sysvipc/{shm,sem} (world-readable): key, uid, gid..."""
     try:
         with open(f"/proc/sysvipc/{kind}") as handle:
             lines = handle.read().splitlines()
@@ -167,8 +168,19 @@ def _ipc_gid(kind: str, ipc_id: int) -> int | None:
     for line in lines[1:]:
         fields = dict(zip(names, line.split()))
         if fields.get("shmid" if kind == "shm" else "semid") == str(ipc_id):
-            return int(fields["gid"])
+            return fields
     return None
+
+
+def _ipc_gid(kind: str, ipc_id: int) -> int | None:
+    row = _ipc_row(kind, ipc_id)
+    return int(row["gid"]) if row else None
+
+
+def _ipc_key(kind: str, ipc_id: int) -> int | None:
+    # sysv_ipc.attach(id) reports key 0, so the key comes from /proc.
+    row = _ipc_row(kind, ipc_id)
+    return int(row["key"]) if row else None
 
 
 def _group_name(gid: int | None) -> str:
@@ -214,7 +226,8 @@ def _remove_stale(runtime_dir: str) -> None:
     shm = None
     with contextlib.suppress(sysv_ipc.Error, KeyError, TypeError, ValueError):
         shm = sysv_ipc.attach(int(data["shm_id"]), flags=sysv_ipc.SHM_RDONLY)
-    ours = shm is not None and shm.key == data.get("key") and shm.read(8) == MAGIC
+    ours = (shm is not None and shm.read(8) == MAGIC
+            and _ipc_key("shm", shm.id) == data.get("key"))
     if ours and _pid_alive(pid) and _is_qsmtp(pid):
         header_pid = struct.unpack_from("<I", shm.read(HEADER_SIZE), _H_PID)[0]
         shm.detach()
@@ -277,8 +290,14 @@ class Registry:
     def _new_objects(size: int, mode: int) -> tuple[sysv_ipc.SharedMemory, sysv_ipc.Semaphore]:
         """A fresh random key for both objects (IPC_CREX, retried on clashes)."""
         for _ in range(64):
-            shm = sysv_ipc.SharedMemory(None, sysv_ipc.IPC_CREX, mode=mode, size=size,
-                                        init_character=b"\0")
+            # Our own key from the OS, not sysv_ipc's rand(): a forked process
+            # shares that generator's state and would draw the same keys.
+            key = secrets.randbelow(0x7FFFFFFE) + 1
+            try:
+                shm = sysv_ipc.SharedMemory(key, sysv_ipc.IPC_CREX, mode=mode, size=size,
+                                            init_character=b"\0")
+            except sysv_ipc.ExistentialError:
+                continue
             try:
                 sem = sysv_ipc.Semaphore(shm.key, sysv_ipc.IPC_CREX, mode=mode,
                                          initial_value=1)
@@ -309,6 +328,12 @@ class Registry:
         if self.sem is not None:
             with contextlib.suppress(sysv_ipc.Error):
                 self.sem.remove()
+        self.detach()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
     def detach(self) -> None:
@@ -355,8 +380,9 @@ class Registry:
 
     # ---- the lock ------------------------------------------------------------
     @contextlib.contextmanager
-    def _locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[bool]:
+    def _locked(self, timeout: float | None = None) -> Iterator[bool]:
         """Yields True when locked; False if it proceeded without the lock."""
+        timeout = LOCK_TIMEOUT if timeout is None else timeout
         if self.sem is None:
             yield False
             return
@@ -492,7 +518,7 @@ class Registry:
                        self._offsets[index] + _S_HEARTBEAT)
 
     # ---- snapshot ---------------------------------------------------------------------
-    def snapshot(self, timeout: float = LOCK_TIMEOUT) -> dict[str, Any]:
+    def snapshot(self, timeout: float | None = None) -> dict[str, Any]:
         """Header + non-free slots, read in one copy under the lock.  Without
         the lock (no permission, or timeout) two identical reads in a row count
         as consistent."""
