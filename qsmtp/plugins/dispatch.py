@@ -119,6 +119,8 @@ class Dispatcher:
                 value = method(session, *args)
             finally:
                 alarm.stop()
+            if alarm.fired:
+                raise HookTimeout()  # the hook swallowed it and went on
             return HookResult.of(value)
         except self._passthrough:
             raise  # the worker's AbortSession: the engine handles it
@@ -141,11 +143,12 @@ class _Alarm:
     during a hook its own handler runs, and it is re-armed afterwards.
     """
 
-    __slots__ = ("budget", "prev_handler", "prev_deadline", "prev_interval", "active")
+    __slots__ = ("budget", "prev_handler", "prev_deadline", "prev_interval", "active",
+                 "fired")
 
     def __init__(self, budget: float):
         self.budget = budget
-        self.active = False
+        self.active = self.fired = False
         self.prev_handler: Any = None
         self.prev_deadline: float | None = None
         self.prev_interval = 0.0
@@ -159,7 +162,7 @@ class _Alarm:
         delay = self.budget
         if self.prev_deadline is not None:
             delay = max(min(delay, self.prev_deadline - time.monotonic()), 1e-4)
-        self.active = True
+        self.active, self.fired = True, False
         signal.setitimer(signal.ITIMER_REAL, delay, _REPEAT)
 
     def stop(self) -> None:
@@ -179,6 +182,7 @@ class _Alarm:
             if callable(self.prev_handler):
                 self.prev_handler(signum, frame)  # may raise (AbortSession)
         if self.active:
+            self.fired = True
             raise HookTimeout()
 
 
