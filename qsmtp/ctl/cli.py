@@ -1,0 +1,176 @@
+"""qsmtpctl: look at and steer a running qsmtp through its registry.
+
+It reads the registry directly (works while the supervisor is wedged) and
+never prints a traceback: every failure is one line and an exit code
+(1 not running, 2 registry unreadable, 78 bad config, 77 not allowed).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import click
+
+from qsmtp.ctl import render
+from qsmtp.ctl.common import (EX_FAIL, EX_SOFTWARE, attach, config_option, fail,
+                              pid_alive, signal_supervisor)
+from qsmtp.ctl.configcmd import config_group
+
+EPILOG = ("Exit codes: 0 ok, 1 not running or failed, 2 registry unreadable, "
+          "78 bad config.  Shell completion: "
+          'eval "$(_QSMTPCTL_COMPLETE=bash_source qsmtpctl)" (zsh_source, fish_source).')
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
+def cli() -> None:
+    """Status and control of a running qsmtp instance."""
+
+
+cli.add_command(config_group)
+
+
+def _read(registry):
+    from qsmtp.registry import NotRunning
+
+    try:
+        return registry.snapshot()
+    except Exception as exc:  # the segment vanished under us: it stopped
+        raise NotRunning(registry.path) from exc
+
+
+def _snapshot_or_exit():
+    config, registry = attach()
+    snap = _read(registry)
+    pid = snap["supervisor"]["pid"]
+    if not pid_alive(pid):
+        registry.detach()
+        fail(f"qsmtp is not running (stale registry at {registry.path}: "
+             f"supervisor pid {pid} is gone)", EX_FAIL)
+    return config, registry, snap
+
+
+def _render(snap, fmt: str, as_json: bool) -> str:
+    now = time.time()
+    if as_json or fmt == "json":
+        return render.dumps(snap, now)
+    if fmt == "prometheus":
+        return render.prometheus(snap, now).rstrip("\n")
+    return render.human(snap, now)
+
+
+@cli.command(epilog=EPILOG)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]),
+              default="text", show_default=True, help="Output format.")
+@click.option("--watch", "-w", "watch", type=float, is_flag=False, flag_value=2.0,
+              default=None, metavar="[SECONDS]", help="Redraw every SECONDS (default 2).")
+def status(as_json: bool, fmt: str, watch: float | None) -> None:
+    """Supervisor, pool and per-worker state."""
+    _config, registry, snap = _snapshot_or_exit()
+    if watch is None:
+        click.echo(_render(snap, fmt, as_json))
+        registry.detach()
+        return
+    try:
+        while True:
+            click.clear()
+            click.echo(_render(snap, fmt, as_json))
+            click.echo(f"\n(every {watch:g} s; Ctrl-C to quit)")
+            time.sleep(max(0.1, watch))
+            if not registry.exists():
+                fail(f"qsmtp stopped (registry at {registry.path} is gone)", EX_FAIL)
+            snap = _read(registry)
+    except KeyboardInterrupt:
+        click.echo("")
+    finally:
+        registry.detach()
+
+
+def _reload_outcome(snap, before_gen: int, before_time: float) -> tuple[bool, str] | None:
+    """None while the reload is still under way; (ok, line) once decided."""
+    sup = snap["supervisor"]
+    if sup["reload_status"] == "failed" and sup["reload_time"] > before_time:
+        return False, (f"reload failed: {sup['reload_reason'] or 'see the journal'}; "
+                       f"generation {sup['generation']} keeps serving")
+    if sup["generation"] <= before_gen:
+        return None
+    workers = render.as_json(snap, time.time())["workers"]
+    if all(w["generation"] == sup["generation"] for w in workers):
+        return True, f"reloaded: generation {sup['generation']} serving ({len(workers)} workers)"
+    return None
+
+
+@cli.command(epilog=EPILOG)
+@config_option
+@click.option("--timeout", default=30.0, show_default=True, type=float,
+              help="Seconds to wait for every worker to run the new config.")
+def reload(timeout: float) -> None:
+    """Re-read the config (SIGHUP) and wait until every worker runs it."""
+    _config, registry, snap = _snapshot_or_exit()
+    sup = snap["supervisor"]
+    before_gen, before_time = sup["generation"], sup["reload_time"]
+    signal_supervisor(sup["pid"], signal.SIGHUP, "reload")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if not registry.exists():
+            fail("qsmtp stopped during the reload", EX_FAIL)
+        snap = _read(registry)
+        outcome = _reload_outcome(snap, before_gen, before_time)
+        if outcome:
+            registry.detach()
+            click.echo(outcome[1])
+            raise click.exceptions.Exit(0 if outcome[0] else EX_FAIL)
+    registry.detach()
+    doc = render.as_json(snap, time.time())
+    gen = doc["supervisor"]["generation"]
+    done = sum(1 for w in doc["workers"] if w["generation"] == gen)
+    fail(f"reload not finished after {timeout:g} s: generation {gen}, {done} of "
+         f"{len(doc['workers'])} workers on it (busy sessions finish first)", EX_FAIL)
+
+
+@cli.command(epilog=EPILOG)
+@config_option
+@click.option("--timeout", default=None, type=float,
+              help="Seconds to wait for the stop [default: server.grace + 15].")
+def stop(timeout: float | None) -> None:
+    """Stop the instance (SIGTERM): sessions finish within server.grace."""
+    config, registry, snap = _snapshot_or_exit()
+    pid = snap["supervisor"]["pid"]
+    timeout = config.server.grace + 15 if timeout is None else timeout
+    signal_supervisor(pid, signal.SIGTERM, "stop")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not registry.exists() or not pid_alive(pid):
+            registry.detach()
+            click.echo(f"stopped (pid {pid})")
+            return
+        time.sleep(0.1)
+    registry.detach()
+    fail(f"qsmtp (pid {pid}) still stopping after {timeout:g} s", EX_FAIL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: click's own usage errors keep exit 2; anything unexpected
+    becomes one line, never a traceback."""
+    from qsmtp.registry import RegistryError
+
+    try:
+        cli.main(args=argv, prog_name="qsmtpctl", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except RegistryError as exc:
+        click.echo(str(exc), err=True)
+        return EX_FAIL
+    except Exception as exc:  # noqa: BLE001 - the operator gets one line
+        click.echo(f"qsmtpctl: internal error: {exc.__class__.__name__}: {exc}", err=True)
+        return EX_SOFTWARE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""`qsmtpctl config check` and `qsmtpctl config show`."""
+
+from __future__ import annotations
+
+import click
+
+from qsmtp.config import EX_CONFIG, Config, ConfigError
+from qsmtp.ctl.common import config_option, config_path, fail, load_config, toml_value
+from qsmtp.settings import SECTIONS, SETTINGS
+
+
+@click.group("config")
+@config_option
+def config_group() -> None:
+    """Validate or show the configuration."""
+
+
+@config_group.command("check")
+@config_option
+@click.argument("path", required=False, metavar="[PATH]")
+def check(path: str | None) -> None:
+    """Validate a config file and its plugins, as `qsmtp serve` would (exit 78
+    with `file: key: reason` when it is bad)."""
+    from qsmtp.app import App
+
+    config = load_config(path)
+    try:
+        App.load(config)
+    except ConfigError as exc:
+        fail(str(exc), EX_CONFIG)
+    click.echo(f"{config_path(path) or '(built-in defaults)'}: OK")
+
+
+def show_lines(config: Config) -> list[str]:
+    """TOML-ish: sections in table order, `key = value  # origin`."""
+    lines = [f"# effective configuration of {config.path or '(built-in defaults)'}"]
+    for section in SECTIONS:
+        rows = [(s.key, toml_value(config.get(s.name)), config.origin[s.name])
+                for s in SETTINGS if s.section == section]
+        width = max(len(f"{key} = {value}") for key, value, _ in rows)
+        lines += ["", f"[{section}]"]
+        lines += [f"{f'{key} = {value}'.ljust(width)}  # {origin}"
+                  for key, value, origin in rows]
+    for plugin in config.plugins:
+        lines += ["", "[[plugins]]"]
+        lines += [f"{key} = {toml_value(value)}" for key, value in plugin.items()]
+    return lines
+
+
+@config_group.command("show")
+@config_option
+def show() -> None:
+    """The effective configuration, each value marked default, file or flag."""
+    click.echo("\n".join(show_lines(load_config())))
