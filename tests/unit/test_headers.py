@@ -1,0 +1,91 @@
+"""headers: the Received: line and Authentication-Results: renaming."""
+
+from __future__ import annotations
+
+import email.utils
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+
+from helpers.fakes import FakeBody, make_session  # noqa: E402
+
+from qsmtp import config as qconfig  # noqa: E402
+from qsmtp.plugins.builtin.headers import (Headers, received_value,  # noqa: E402
+                                           rename_auth_results)
+
+DATE = "Tue, 01 Apr 2025 12:00:00 +0000"
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text('[server]\nme = "mx.example.test"\n')
+    return qconfig.load(str(path))
+
+
+def test_received_single_recipient(cfg):
+    sess = make_session(cfg)
+    txn = sess.transaction
+    assert received_value(sess, txn, "mx.example.test", DATE) == (
+        "from client.test ([192.0.2.7])\n"
+        f"\tby mx.example.test (qsmtp) with ESMTP id {txn.id}\n"
+        f"\tfor <u@example.test>; {DATE}")
+
+
+def test_received_tls_auth_host_and_several_recipients(cfg):
+    sess = make_session(cfg, rcpts=("a@example.test", "b@example.test"), tls=True,
+                        tls_cipher="TLS_AES_256_GCM_SHA384", auth_user="alice",
+                        remote_host="client.example.net")
+    txn = sess.transaction
+    assert received_value(sess, txn, "mx.example.test", DATE) == (
+        "from client.test (client.example.net [192.0.2.7])\n"
+        f"\tby mx.example.test (qsmtp) with ESMTPSA (using TLS_AES_256_GCM_SHA384)"
+        f" id {txn.id};\n\t{DATE}")
+
+
+def test_received_ipv6_and_plain_smtp(cfg):
+    sess = make_session(cfg, ip="2001:db8::7", esmtp=False, helo_host=None)
+    value = received_value(sess, sess.transaction, "mx", DATE)
+    assert value.startswith("from [IPv6:2001:db8::7] ([IPv6:2001:db8::7])\n\tby mx (qsmtp) "
+                            "with SMTP id ")
+
+
+def test_hook_prepends_received_with_a_real_date(cfg):
+    sess = make_session(cfg)
+    sess.transaction.added_headers.append("X-Other: 1")
+    assert Headers(cfg, "headers", {}).hook_data_post(sess) is None
+    first = sess.transaction.added_headers[0]
+    assert first.startswith("Received: from client.test ([192.0.2.7])\n\tby mx.example.test")
+    assert sess.transaction.added_headers[1] == "X-Other: 1"
+    stamp = first.rsplit("; ", 1)[1]
+    assert email.utils.parsedate_to_datetime(stamp) is not None
+
+
+def test_authentication_results_are_renamed_in_the_header_block_only():
+    body = FakeBody(b"Authentication-Results: evil.test; spf=pass\n"
+                    b" smtp.mailfrom=x\n"
+                    b"Subject: about Authentication-Results: headers\n"
+                    b"authentication-results : lower\n"
+                    b"X-Authentication-Results: left alone\n\n"
+                    b"Authentication-Results: in the body stays\n")
+    rename_auth_results(body)
+    assert body.header_block == (
+        b"X-Original-Authentication-Results: evil.test; spf=pass\n"
+        b" smtp.mailfrom=x\n"
+        b"Subject: about Authentication-Results: headers\n"
+        b"X-Original-authentication-results : lower\n"
+        b"X-Authentication-Results: left alone\n\n")
+    assert body.rest == b"Authentication-Results: in the body stays\n"
+
+
+def test_rename_uses_messagebody_method_when_available():
+    class Body:
+        calls = []
+
+        def rename_header(self, old, new):
+            self.calls.append((old, new))
+    rename_auth_results(Body())
+    assert Body.calls == [("Authentication-Results", "X-Original-Authentication-Results")]

@@ -1,0 +1,92 @@
+"""queue/maildir: byte-exact file layout, durability steps, failures."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import re
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+
+from helpers.fakes import make_session  # noqa: E402
+
+from qsmtp import config as qconfig  # noqa: E402
+from qsmtp.plugins.api import PluginError, Result  # noqa: E402
+from qsmtp.plugins.builtin import queue_maildir  # noqa: E402
+from qsmtp.plugins.builtin.queue_maildir import QueueMaildir  # noqa: E402
+
+MESSAGE = (b"From: a@a.test\nTo: u@example.test\nSubject: hi\n\n"
+           b"line one\n.leading dot stays unstuffed\n\nlast line\n")
+
+
+def load(tmp_path, maildir=None):
+    path = tmp_path / "q.toml"
+    path.write_text(f'[queue]\npath = "{maildir or tmp_path / "Maildir"}"\n')
+    cfg = qconfig.load(str(path))
+    return QueueMaildir(cfg, "queue/maildir", {}), cfg
+
+
+def test_setup_creates_maildir_private(tmp_path):
+    load(tmp_path)
+    for sub in ("tmp", "new", "cur"):
+        assert (tmp_path / "Maildir" / sub).is_dir()
+    assert (tmp_path / "Maildir" / "new").stat().st_mode & 0o077 == 0
+
+
+def test_setup_failure_is_plugin_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PluginError) as info:
+        load(tmp_path, tmp_path / "file" / "Maildir")
+    assert info.value.key == "queue.path"
+
+
+def test_file_layout_is_byte_exact(tmp_path):
+    plugin, cfg = load(tmp_path)
+    sess = make_session(cfg, MESSAGE, rcpts=("u@example.test", "v@example.test"))
+    sess.transaction.prepend_header("Received", "from x\n\tby y; date")
+    result, message = plugin.hook_queue(sess)
+    assert result is Result.OK
+    files = os.listdir(tmp_path / "Maildir" / "new")
+    assert len(files) == 1 and message == f"2.0.0 Ok: queued as {files[0]}"
+    assert re.fullmatch(r"\d+\.M\d+P%dQ\d+\.[^/:]+" % os.getpid(), files[0])
+    data = (tmp_path / "Maildir" / "new" / files[0]).read_bytes()
+    assert data == (b"Return-Path: <s@a.test>\n"
+                    b"Delivered-To: u@example.test\n"
+                    b"Delivered-To: v@example.test\n"
+                    b"Received: from x\n\tby y; date\n" + MESSAGE)
+    assert os.listdir(tmp_path / "Maildir" / "tmp") == []
+    assert (tmp_path / "Maildir" / "new" / files[0]).stat().st_mode & 0o777 == 0o600
+
+
+def test_null_sender_and_unique_names(tmp_path):
+    plugin, cfg = load(tmp_path)
+    for _ in range(3):
+        assert plugin.hook_queue(make_session(cfg, MESSAGE, sender=None))[0] is Result.OK
+    files = os.listdir(tmp_path / "Maildir" / "new")
+    assert len(set(files)) == 3
+    assert all((tmp_path / "Maildir" / "new" / f).read_bytes().startswith(b"Return-Path: <>\n")
+               for f in files)
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync", "rename", "dirsync"])
+def test_os_errors_leave_nothing_and_tempfail(tmp_path, monkeypatch, failing):
+    plugin, cfg = load(tmp_path)
+
+    def boom(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    if failing == "write":
+        monkeypatch.setattr(queue_maildir, "envelope_headers", boom)
+    elif failing == "fsync":
+        monkeypatch.setattr(queue_maildir.os, "fsync", boom)
+    elif failing == "rename":
+        monkeypatch.setattr(queue_maildir.os, "rename", boom)
+    else:
+        monkeypatch.setattr(queue_maildir, "_fsync_dir", boom)
+    result, message = plugin.hook_queue(make_session(cfg, MESSAGE))
+    assert result is Result.DENYSOFT and message.startswith("4.3.0")
+    assert os.listdir(tmp_path / "Maildir" / "new") == []
+    assert os.listdir(tmp_path / "Maildir" / "tmp") == []
