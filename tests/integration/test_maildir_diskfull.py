@@ -1,0 +1,94 @@
+"""queue/maildir on a real tiny tmpfs: full disk and read-only -> 451 4.3.0,
+nothing left behind; once space is back the next message is stored."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+
+from helpers.fakes import make_session  # noqa: E402
+
+from qsmtp import config as qconfig  # noqa: E402
+from qsmtp.plugins.api import Result  # noqa: E402
+from qsmtp.plugins.builtin.queue_maildir import QueueMaildir  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
+
+MESSAGE = b"Subject: test\n\n" + b"x" * 60 + b"\n"
+
+
+@pytest.fixture()
+def small_fs(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)],
+                   check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def plugin_for(tmp_path, maildir):
+    path = tmp_path / "q.toml"
+    path.write_text(f'[queue]\npath = "{maildir}"\n')
+    cfg = qconfig.load(str(path))
+    return QueueMaildir(cfg, "queue/maildir", {}), cfg
+
+
+def fill(directory: pathlib.Path) -> pathlib.Path:
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 512)
+    except OSError:
+        pass  # ENOSPC: full to the last block
+    finally:
+        os.close(fd)
+    return filler
+
+
+def listing(maildir):
+    return {sub: os.listdir(maildir / sub) for sub in ("tmp", "new")}
+
+
+def test_disk_full_then_recovered(tmp_path, small_fs):
+    maildir = small_fs / "Maildir"
+    plugin, cfg = plugin_for(tmp_path, maildir)
+    filler = fill(small_fs)
+    result, message = plugin.hook_queue(make_session(cfg, MESSAGE))
+    assert result is Result.DENYSOFT and message.startswith("4.3.0")
+    assert listing(maildir) == {"tmp": [], "new": []}
+    filler.unlink()
+    result, message = plugin.hook_queue(make_session(cfg, MESSAGE))
+    assert result is Result.OK
+    (stored,) = os.listdir(maildir / "new")
+    assert (maildir / "new" / stored).read_bytes().endswith(MESSAGE)
+    assert os.listdir(maildir / "tmp") == []
+
+
+def test_big_message_fills_disk_midway(tmp_path, small_fs):
+    maildir = small_fs / "Maildir"
+    plugin, cfg = plugin_for(tmp_path, maildir)
+    big = b"Subject: big\n\n" + b"y" * (400 * 1024) + b"\n"
+    result, _ = plugin.hook_queue(make_session(cfg, big))
+    assert result is Result.DENYSOFT
+    assert listing(maildir) == {"tmp": [], "new": []}
+
+
+def test_read_only_filesystem(tmp_path, small_fs):
+    maildir = small_fs / "Maildir"
+    plugin, cfg = plugin_for(tmp_path, maildir)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    result, message = plugin.hook_queue(make_session(cfg, MESSAGE))
+    assert result is Result.DENYSOFT and message.startswith("4.3.0")
+    assert listing(maildir) == {"tmp": [], "new": []}
+    subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    assert plugin.hook_queue(make_session(cfg, MESSAGE))[0] is Result.OK
