@@ -248,6 +248,33 @@ def _remove_stale(runtime_dir: str) -> None:
         os.unlink(os.path.join(runtime_dir, PUBLISHED))
 
 
+def _remove_orphans() -> None:
+    """Segments of ours nobody is attached to and whose supervisor is dead:
+    left by a crash whose published file was lost (runtime_dir wiped).  A live
+    registry always has its supervisor attached, so nattch == 0 is required."""
+    try:
+        with open("/proc/sysvipc/shm") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return
+    names = lines[0].split()
+    for row in (dict(zip(names, line.split())) for line in lines[1:]):
+        size = int(row["size"]) - HEADER_SIZE
+        if (row["nattch"] != "0" or int(row["uid"]) != os.geteuid()
+                or size <= 0 or size % SLOT_SIZE):
+            continue
+        with contextlib.suppress(sysv_ipc.Error):
+            shm = sysv_ipc.attach(int(row["shmid"]), flags=sysv_ipc.SHM_RDONLY)
+            head = shm.read(HEADER_SIZE)
+            shm.detach()
+            pid = struct.unpack_from("<I", head, _H_PID)[0]
+            if head[:8] != MAGIC or (_pid_alive(pid) and _is_qsmtp(pid)):
+                continue
+            log.warning("removing orphaned registry of pid %d (shm %s)", pid, row["shmid"])
+            sysv_ipc.remove_shared_memory(int(row["shmid"]))
+            sysv_ipc.Semaphore(int(row["key"])).remove()
+
+
 class Registry:
     """See the module docstring.  One object per process; it survives fork."""
 
@@ -267,6 +294,7 @@ class Registry:
         if slots < 1:
             raise RegistryError("a registry needs at least one slot")
         _remove_stale(runtime_dir)
+        _remove_orphans()
         shm, sem = cls._new_objects(HEADER_SIZE + slots * SLOT_SIZE, mode)
         try:
             for obj in (shm, sem):

@@ -177,6 +177,18 @@ def test_status_text_and_prometheus_subprocess(conf, live):
     assert "qsmtp_workers_busy 3" in prom.stdout.splitlines()
 
 
+def test_status_watch_stops_cleanly_on_ctrl_c(conf, live):
+    import time
+    proc = subprocess.Popen([QSMTPCTL, "status", "--watch", "0.2", "--config", conf],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out.count("4/6 workers · 3 busy · 1 idle") >= 2  # redrawn
+    assert "Traceback" not in err and "Aborted" not in err
+
+
 @pytest.mark.skipif(not AS_ROOT, reason="needs root and setpriv")
 def test_status_as_nobody_names_the_group(conf, live):
     result = ctl("status", "--config", conf, user="nobody")

@@ -195,6 +195,22 @@ def test_stale_segment_of_crashed_run_is_replaced(runtime_dir, sysv_guard):
     reg.remove()
 
 
+def test_orphan_without_published_file_is_removed(runtime_dir, sysv_guard):
+    pid = os.fork()
+    if pid == 0:  # crashes, and then its runtime_dir is wiped
+        try:
+            Registry.create(runtime_dir, 3, os.getpid())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    sysv_guard.track(runtime_dir)
+    key = _published_key(runtime_dir)
+    os.unlink(os.path.join(runtime_dir, "registry"))
+    assert key in _keys("shm")
+    Registry.create(runtime_dir, 2, os.getpid()).remove()
+    assert key not in _keys("shm") and key not in _keys("sem")
+
+
 def test_garbage_published_file_is_replaced(runtime_dir, sysv_guard):
     with open(os.path.join(runtime_dir, "registry"), "w") as handle:
         handle.write("{torn")
@@ -395,8 +411,13 @@ def test_snapshot_without_lock_is_marked(reg):
         reg.sem.release()
 
 
-def test_lock_cost(reg, capsys):
+@pytest.mark.parametrize("slots", [15, 256])
+def test_lock_cost(runtime_dir, sysv_guard, capsys, slots):
     """Not a timing assertion: prints the cost so regressions are visible."""
+    reg = Registry.create(runtime_dir, slots, os.getpid())
+    sysv_guard.track(runtime_dir)
+    for n in range(slots - 1):  # a full registry: the per-IP scan sees every slot
+        reg.mark_busy(_worker(reg, 10 + n), f"10.0.{n // 250}.{n % 250}", "smtp", 0)
     index = _worker(reg, 1)
     rounds = 2000
     started = time.perf_counter()
@@ -411,6 +432,7 @@ def test_lock_cost(reg, capsys):
     with capsys.disabled():
         print(f"\n  registry: mark_busy+mark_idle {pair:.1f} us, heartbeat {beat:.2f} us "
               f"({reg.slots} slots)")
+    reg.remove()
     assert pair < 50_000
 
 
