@@ -293,6 +293,7 @@ class Registry:
                owner_uid: int | None = None) -> "Registry":
         if slots < 1:
             raise RegistryError("a registry needs at least one slot")
+        os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
         _remove_stale(runtime_dir)
         _remove_orphans()
         shm, sem = cls._new_objects(HEADER_SIZE + slots * SLOT_SIZE, mode)
@@ -448,6 +449,14 @@ class Registry:
         self.sem.value = 0  # we take it: setting 0 then releasing gives exactly 1
         self._count_recovery()
         return True
+
+    def check_lock(self) -> None:
+        """Supervisor tick: after a forced reset, the old holder's late release
+        would leave the value at 2 (no mutual exclusion); clamp it back."""
+        if self.sem is not None and self.sem.value > 1:
+            log.error("registry lock value %d > 1 after a recovery; clamping to 1",
+                      self.sem.value)
+            self.sem.value = 1
 
     def _count_recovery(self) -> None:
         count = struct.unpack("<I", self.shm.read(4, _H_LOCKREC))[0]

@@ -397,6 +397,13 @@ def test_supervisor_resets_lock_held_by_stranger(reg):
     assert reg.snapshot()["supervisor"]["lock_recoveries"] == 1
 
 
+def test_check_lock_clamps_after_late_release(reg):
+    reg.sem.release()  # a holder we force-reset releases late: value 2
+    assert reg.sem.value == 2
+    reg.check_lock()
+    assert reg.sem.value == 1
+
+
 def test_snapshot_without_lock_is_marked(reg):
     reg.sem.undo = False
     reg.sem.acquire()
