@@ -37,7 +37,6 @@ then frees the lock) and otherwise force-resets the value to 1.
 from __future__ import annotations
 
 import contextlib
-import errno
 import grp
 import json
 import logging

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from qsmtp.ctl.cli import cli, main
 from qsmtp.registry import Registry
-from test_registry import SysvGuard, runtime_dir, sysv_guard  # noqa: F401 - fixtures
+from test_registry import runtime_dir, sysv_guard  # noqa: F401 - fixtures
 
 QSMTPCTL = os.path.join(os.path.dirname(sys.executable), "qsmtpctl")
 AS_ROOT = os.geteuid() == 0 and shutil.which("setpriv")
