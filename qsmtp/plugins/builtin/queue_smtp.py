@@ -57,16 +57,20 @@ class QueueSmtp(Plugin):
             self.log.error("session %s: upstream %s:%s unreachable: %s",
                            session.id, self.host, self.port, exc)
             return TEMPFAIL
+        polite = False  # QUIT only on a healthy connection: never wait on a broken one
         try:
-            return self.transfer(client, session, txn)
+            result = self.transfer(client, session, txn)
+            polite = True
+            return result
         except UpstreamRefused as exc:
+            polite = True
             return self.refused(session, exc.code, exc.text)
         except (OSError, smtplib.SMTPException) as exc:
             self.log.error("session %s: upstream %s:%s failed during transfer: %s",
                            session.id, self.host, self.port, exc)
             return TEMPFAIL
         finally:
-            _close(client)
+            _close(client, polite)
 
     def connect(self) -> smtplib.SMTP:
         cls = smtplib.LMTP if self.lmtp else smtplib.SMTP
@@ -79,7 +83,7 @@ class QueueSmtp(Plugin):
             if code != 250:
                 raise smtplib.SMTPHeloError(code, text)
         except BaseException:
-            _close(client)
+            _close(client, polite=False)
             raise
         return client
 
@@ -219,9 +223,9 @@ def _reset(client: smtplib.SMTP) -> None:
         pass
 
 
-def _close(client: smtplib.SMTP) -> None:
+def _close(client: smtplib.SMTP, polite: bool) -> None:
     try:
-        if client.sock is not None:
+        if polite and client.sock is not None:
             client.quit()
     except (OSError, smtplib.SMTPException):
         pass
