@@ -90,3 +90,23 @@ def test_os_errors_leave_nothing_and_tempfail(tmp_path, monkeypatch, failing):
     assert result is Result.DENYSOFT and message.startswith("4.3.0")
     assert os.listdir(tmp_path / "Maildir" / "new") == []
     assert os.listdir(tmp_path / "Maildir" / "tmp") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_created_maildir_belongs_to_the_service_user(tmp_path):
+    import pwd
+    path = tmp_path / "q.toml"
+    path.write_text(f'[server]\nuser = "nobody"\n[queue]\npath = "{tmp_path}/md"\n')
+    QueueMaildir(qconfig.load(str(path)), "queue/maildir", {})
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert (tmp_path / "md").stat().st_uid == nobody
+    assert (tmp_path / "md" / "new").stat().st_uid == nobody
+
+
+def test_unknown_service_user_is_plugin_error(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text(f'[server]\nuser = "no-such-user-x"\n[queue]\npath = "{tmp_path}/md"\n')
+    if os.geteuid() != 0:
+        pytest.skip("only checked when running as root")
+    with pytest.raises(PluginError):
+        QueueMaildir(qconfig.load(str(path)), "queue/maildir", {})

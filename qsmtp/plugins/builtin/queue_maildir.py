@@ -38,16 +38,30 @@ class QueueMaildir(Plugin):
     def setup(self) -> None:
         self.path = os.path.abspath(self.config.queue.path)
         try:
-            os.makedirs(self.path, mode=0o700, exist_ok=True)
-            for sub in _SUBDIRS:
-                os.makedirs(os.path.join(self.path, sub), mode=0o700, exist_ok=True)
-        except OSError as exc:
+            created = [d for d in [self.path] + [os.path.join(self.path, s) for s in _SUBDIRS]
+                       if not os.path.isdir(d)]
+            for directory in created:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            self.give_to_service_user(created)
+        except (OSError, KeyError) as exc:
             raise PluginError(self.name, "queue.path",
-                              f"cannot create maildir {self.path}: {exc.strerror}") from None
+                              f"cannot create maildir {self.path}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
         self.tmp_dir = os.path.join(self.path, "tmp")
         self.new_dir = os.path.join(self.path, "new")
         # Maildir names must not contain '/' or ':' (the latter starts flags).
         self.host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+    def give_to_service_user(self, created: list[str]) -> None:
+        """setup() runs in the supervisor, possibly as root before `--user`
+        drops privileges: directories we just created belong to that user,
+        or the workers could not write into them."""
+        if not created or os.geteuid() != 0 or not self.config.server.user:
+            return
+        import pwd
+        entry = pwd.getpwnam(self.config.server.user)
+        for directory in created:
+            os.chown(directory, entry.pw_uid, entry.pw_gid)
 
     def hook_queue(self, session: Any):
         txn = session.transaction
