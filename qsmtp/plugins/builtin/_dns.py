@@ -1,0 +1,131 @@
+"""Shared DNS plumbing for the DNS-based plugins (dnsbl, rhsbl, fcrdns, helo,
+resolvable_fromhost): resolver construction from plugin options, and small
+lookups that tell "no such record" apart from "DNS is broken right now".
+
+Every DNS plugin takes these options (merged into its own `options`):
+
+- `nameservers` (list of IP strings, default `[]` = the system resolver,
+  /etc/resolv.conf): the servers to ask. Tests always set this to a loopback
+  server, so no query leaves the machine.
+- `dns_port` (int, default 53): port of those nameservers.
+- `dns_timeout` (float seconds, default 5.0): total time budget of one lookup
+  (keep it below `server.hook_timeout`).
+
+dnspython is imported lazily so that a server without it still starts when no
+DNS plugin is configured; a DNS plugin without it fails at load with a clear
+PluginError.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from qsmtp.plugins.api import Option, PluginError
+
+DNS_OPTIONS = {
+    "nameservers": Option(list, [], "nameserver IPs; [] = system resolver (resolv.conf)"),
+    "dns_port": Option(int, 53, "port of the nameservers"),
+    "dns_timeout": Option(float, 5.0, "seconds for one lookup, retries included"),
+}
+
+
+class DnsTempError(Exception):
+    """SERVFAIL, timeout, no answer from any server: try again later."""
+
+
+def make_resolver(plugin: Any) -> Any:
+    """Build a dnspython Resolver from the plugin's options. Called in setup():
+    a Resolver holds no sockets, so it is safe to share across fork()."""
+    try:
+        import dns.resolver
+    except ImportError:
+        raise PluginError(plugin.name, "name", "needs dnspython (python3-dnspython)") from None
+    opts = plugin.opts
+    servers = list(opts.nameservers)
+    for server in servers:
+        try:
+            ipaddress.ip_address(server)
+        except (ValueError, TypeError):
+            raise PluginError(plugin.name, "nameservers",
+                              f"{server!r} is not an IP address") from None
+    if not 1 <= opts.dns_port <= 65535:
+        raise PluginError(plugin.name, "dns_port", "must be 1..65535")
+    if opts.dns_timeout <= 0:
+        raise PluginError(plugin.name, "dns_timeout", "must be > 0")
+    if servers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = servers
+    else:
+        resolver = dns.resolver.Resolver(configure=True)
+    resolver.port = opts.dns_port
+    resolver.lifetime = float(opts.dns_timeout)
+    resolver.timeout = min(float(opts.dns_timeout), 2.0)  # per try, then retry
+    resolver.cache = None  # no cross-session surprises; the local resolver caches
+    return resolver
+
+
+def query(resolver: Any, name: str, rdtype: str) -> list[str]:
+    """Records of `rdtype` at `name` as text; [] for NXDOMAIN / no data.
+    Raises DnsTempError when the answer can't be had right now."""
+    import dns.exception
+    import dns.resolver
+    try:
+        answer = resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    except (dns.resolver.NoNameservers, dns.exception.Timeout,
+            dns.resolver.LifetimeTimeout) as exc:
+        raise DnsTempError(f"{name}/{rdtype}: {type(exc).__name__}") from None
+    except dns.exception.DNSException as exc:  # bad name etc.: treat as absent
+        if isinstance(exc, (dns.name.LabelTooLong, dns.name.NameTooLong,
+                            dns.name.EmptyLabel)):
+            return []
+        raise DnsTempError(f"{name}/{rdtype}: {type(exc).__name__}: {exc}") from None
+    if answer.rrset is None:
+        return []
+    if rdtype == "TXT":
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in answer.rrset]
+    return [r.to_text() for r in answer.rrset]
+
+
+def addresses(resolver: Any, name: str) -> list[str]:
+    """A and AAAA of `name` (either may be empty)."""
+    return query(resolver, name, "A") + query(resolver, name, "AAAA")
+
+
+def ptr_names(resolver: Any, ip: str) -> list[str]:
+    import dns.reversename
+    names = query(resolver, dns.reversename.from_address(ip).to_text(), "PTR")
+    return [n.rstrip(".").lower() for n in names]
+
+
+def reversed_ip(ip: str) -> str:
+    """DNSBL form of an IP: 1.2.3.4 -> 4.3.2.1, IPv6 -> reversed nibbles."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 6 and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    if addr.version == 4:
+        return ".".join(reversed(str(addr).split(".")))
+    return ".".join(reversed(addr.exploded.replace(":", "")))
+
+
+def ip_in(ip: str, networks: list) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if addr.version == 6 and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return any(addr.version == n.version and addr in n for n in networks)
+
+
+def parse_networks(plugin_name: str, key: str, entries: list) -> list:
+    """CIDR strings -> ip_network list; bad entries fail at load."""
+    nets = []
+    for entry in entries:
+        try:
+            nets.append(ipaddress.ip_network(str(entry).strip(), strict=False))
+        except ValueError:
+            raise PluginError(plugin_name, key, f"{entry!r} is not an IP network") from None
+    return nets
