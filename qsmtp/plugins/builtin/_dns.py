@@ -129,3 +129,82 @@ def parse_networks(plugin_name: str, key: str, entries: list) -> list:
         except ValueError:
             raise PluginError(plugin_name, key, f"{entry!r} is not an IP network") from None
     return nets
+
+
+# -- DNS lists (dnsbl, rhsbl) -------------------------------------------
+# Answers in 127.255.255.0/24 are list operators' error codes ("you query
+# through an open resolver", "rate limited"), never a listing.
+_LIST_ERRORS = ipaddress.ip_network("127.255.255.0/24")
+
+
+class Zone:
+    """One DNS list: its name, what to do on a hit, which A answers count."""
+
+    def __init__(self, zone: str, action: str, match: list, message: str | None):
+        self.zone, self.action, self.match, self.message = zone, action, match, message
+
+    def counts(self, answer: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(answer)
+        except ValueError:
+            return False
+        if addr in _LIST_ERRORS:
+            return False
+        return not self.match or addr in self.match
+
+
+class Listing:
+    def __init__(self, zone: Zone, query: str, answers: list[str], txt: str):
+        self.zone, self.query, self.answers, self.txt = zone, query, answers, txt
+
+    def __repr__(self) -> str:
+        return f"Listing({self.zone.zone!r}, {self.answers!r}, {self.txt!r})"
+
+
+def parse_zones(plugin_name: str, entries: list, default_action: str,
+                actions: tuple[str, ...]) -> list[Zone]:
+    """`zones` option: "bl.example" or {zone, action, match = [IP...], message}."""
+    zones = []
+    for entry in entries:
+        if isinstance(entry, str):
+            entry = {"zone": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("zone"), str):
+            raise PluginError(plugin_name, "zones", f"{entry!r}: want a name or "
+                              "{zone = ..., action = ..., match = [...]}")
+        unknown = set(entry) - {"zone", "action", "match", "message"}
+        if unknown:
+            raise PluginError(plugin_name, "zones", f"unknown key(s) {sorted(unknown)}")
+        action = entry.get("action", default_action)
+        if action not in actions:
+            raise PluginError(plugin_name, "zones", f"{entry['zone']}: action must be "
+                              f"one of {', '.join(actions)}")
+        match = entry.get("match", [])
+        match = [match] if isinstance(match, str) else match
+        try:
+            match = [ipaddress.ip_address(m) for m in match]
+        except (ValueError, TypeError):
+            raise PluginError(plugin_name, "zones", f"{entry['zone']}: match must be "
+                              "IP addresses") from None
+        message = entry.get("message")
+        if message is not None and not isinstance(message, str):
+            raise PluginError(plugin_name, "zones", f"{entry['zone']}: message must be text")
+        zones.append(Zone(entry["zone"].strip(".").lower(), action, match, message))
+    return zones
+
+
+def check_zones(resolver: Any, prefix: str, zones: list[Zone], log: Any) -> Listing | None:
+    """First zone listing `prefix` (reversed IP or domain). A zone that can't
+    be asked right now counts as not listing (fail open, like qpsmtpd), with
+    a log line."""
+    for zone in zones:
+        name = f"{prefix}.{zone.zone}"
+        try:
+            hits = [a for a in query(resolver, name, "A") if zone.counts(a)]
+            if not hits:
+                continue
+            txt = " ".join(query(resolver, name, "TXT"))
+        except DnsTempError as exc:
+            log.warning("DNS list %s: %s", zone.zone, exc)
+            continue
+        return Listing(zone, name, hits, txt)
+    return None
