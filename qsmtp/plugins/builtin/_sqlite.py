@@ -1,0 +1,100 @@
+"""SQLite for plugin state shared by all workers (karma, greylisting).
+
+Fork safety: the connection is opened lazily, in the process that uses it,
+and reopened when the pid changes (a connection must never cross fork()).
+Concurrency: WAL (readers don't block the writer), `busy_timeout` (SQLite
+waits for the lock itself), writes inside `BEGIN IMMEDIATE` (the write lock
+is taken up front, so read-modify-write can't lose an update or deadlock on
+a lock upgrade), and a bounded retry when SQLite still says busy/locked.
+Callers turn `DbUnavailable` into "fail open" - a locked database never
+reaches a client.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import time
+from typing import Any, Callable
+
+BUSY_MS = 2000
+
+
+class DbUnavailable(Exception):
+    """The database could not be opened or stayed locked past the retries."""
+
+
+class LazyDB:
+    def __init__(self, path: str, schema: str, attempts: int = 8):
+        self.path, self.schema, self.attempts = path, schema, attempts
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        # After fork the parent's handle is dropped, never closed here: closing
+        # it could disturb the parent's locks (SQLite's fork caveat).
+        self._conn = None
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o750, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._retry(lambda: conn.executescript(self.schema))
+        except (OSError, sqlite3.Error) as exc:
+            raise DbUnavailable(f"{self.path}: {exc}") from None
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _retry(self, fn: Callable[[], Any]) -> Any:
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt == self.attempts - 1:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        return None
+
+    def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run fn(conn) in one BEGIN IMMEDIATE transaction, retried when busy."""
+        conn = self.connection()
+
+        def once() -> Any:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        try:
+            return self._retry(once)
+        except sqlite3.Error as exc:
+            raise DbUnavailable(f"{self.path}: {exc}") from None
+
+    def read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        conn = self.connection()
+        try:
+            return self._retry(lambda: conn.execute(sql, args).fetchall())
+        except sqlite3.Error as exc:
+            raise DbUnavailable(f"{self.path}: {exc}") from None
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def db_path(plugin: Any, option: str, filename: str) -> str:
+    """The plugin's `db_path` option, or `<server.state_dir>/<filename>`."""
+    path = getattr(plugin.opts, option) or ""
+    if path:
+        return path
+    return os.path.join(plugin.config.server.state_dir, filename)

@@ -1,0 +1,194 @@
+"""greylisting -- temporarily refuse unknown (client IP, sender, recipient)
+triplets; real MTAs retry, most spam engines don't.
+
+A new triplet is refused with `450 4.7.1` and recorded.  Retries within
+`black_timeout` are refused again; the first retry after it (and before
+`grey_timeout`) passes and whitelists the triplet for `white_timeout`, which
+every further pass extends.  Expired records start over.  With
+`deny_late = true` the refusal is given at DATA (once, for the whole
+envelope) instead of at each RCPT.
+
+The database is SQLite (WAL) shared by all workers: each check is one
+`BEGIN IMMEDIATE` read-modify-write, so concurrent workers never lose an
+update; when the database is unavailable or stays locked the mail passes
+(fail open) and a log line says so - never a "database is locked" to a client.
+
+Skipped: relay clients, authenticated sessions, `whitelisthost`
+connections, `whitelist_ips`, `whitelist_senders`, `whitelist_rcpts`.
+
+Options:
+- `db_path` (default `<server.state_dir>/greylisting.sqlite`).
+- `black_timeout` (seconds, default 3000 = 50 min).
+- `grey_timeout` (seconds, default 12000 = 3 h 20 min).
+- `white_timeout` (seconds, default 3110400 = 36 days).
+- `mode` (`denysoft` | `testonly` | `off`, default `denysoft`): testonly logs only.
+- `remote_ip`, `sender`, `recipient` (bool, default all true): the triplet parts.
+- `ipv4_prefix` (int 8..32, default 32): treat an IPv4 network as one client
+  (24 suits sender farms that retry from another address).
+- `deny_late` (bool, default false).
+- `whitelist_ips` (CIDR list), `whitelist_senders`, `whitelist_rcpts`
+  (`user@domain` or `@domain` lists).
+
+qpsmtpd mapping: same option names for black_timeout, grey_timeout,
+white_timeout, mode, remote_ip, sender, recipient, deny_late; `db_dir DIR` ->
+`db_path = "DIR/greylisting.sqlite"`; config/greylist_whitelist... files ->
+the whitelist lists.  qpsmtpd's default triplet was the IP alone
+(`sender 0 recipient 0`); qsmtp's default is the full triplet.  p0f and geoip
+options are not carried over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import random
+import time
+from typing import Any
+
+from qsmtp.plugins.api import DENYSOFT, Option, Plugin, PluginError
+from qsmtp.plugins.builtin import _dns
+from qsmtp.plugins.builtin._sqlite import DbUnavailable, LazyDB, db_path
+from qsmtp.plugins.builtin.naughty import trusted
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS greylist (
+    key TEXT PRIMARY KEY,
+    first REAL NOT NULL,
+    last REAL NOT NULL,
+    passes INTEGER NOT NULL DEFAULT 0,
+    blocked INTEGER NOT NULL DEFAULT 0
+);
+"""
+MESSAGE = "4.7.1 This mail is temporarily denied (greylisted), please try again later"
+PURGE_CHANCE = 0.01
+
+
+class Greylisting(Plugin):
+    """Temporarily refuses unknown triplets; SQLite shared by all workers."""
+
+    options = {
+        "db_path": Option(str, "", "SQLite file; default <state_dir>/greylisting.sqlite"),
+        "black_timeout": Option(int, 3000, "seconds a new triplet stays refused"),
+        "grey_timeout": Option(int, 12000, "seconds a new triplet may take to retry"),
+        "white_timeout": Option(int, 3110400, "seconds a passed triplet stays known"),
+        "mode": Option(str, "denysoft", "denysoft, testonly or off",
+                       choices=("denysoft", "testonly", "off")),
+        "remote_ip": Option(bool, True, "client IP is part of the key"),
+        "sender": Option(bool, True, "sender is part of the key"),
+        "recipient": Option(bool, True, "recipient is part of the key"),
+        "ipv4_prefix": Option(int, 32, "IPv4 prefix length treated as one client"),
+        "deny_late": Option(bool, False, "refuse at DATA instead of RCPT"),
+        "whitelist_ips": Option(list, [], "client networks never greylisted"),
+        "whitelist_senders": Option(list, [], "user@domain or @domain"),
+        "whitelist_rcpts": Option(list, [], "user@domain or @domain"),
+    }
+
+    def setup(self) -> None:
+        o = self.opts
+        if not 0 < o.black_timeout < o.grey_timeout:
+            raise PluginError(self.name, "black_timeout", "must be > 0 and < grey_timeout")
+        if o.white_timeout <= 0:
+            raise PluginError(self.name, "white_timeout", "must be > 0")
+        if not 8 <= o.ipv4_prefix <= 32:
+            raise PluginError(self.name, "ipv4_prefix", "must be 8..32")
+        if not (o.remote_ip or o.sender or o.recipient):
+            raise PluginError(self.name, "remote_ip", "the key needs at least one part")
+        self.nets = _dns.parse_networks(self.name, "whitelist_ips", o.whitelist_ips)
+        self.senders = {str(s).lower() for s in o.whitelist_senders}
+        self.rcpts = {str(r).lower() for r in o.whitelist_rcpts}
+        self.db = LazyDB(db_path(self, "db_path", "greylisting.sqlite"), SCHEMA)
+        self.clock = time.time
+
+    # -- the state machine, one transaction per check ------------------------
+    def check(self, key: str) -> bool:
+        """True when the triplet may pass now. Raises DbUnavailable."""
+        now = self.clock()
+        passed = self.db.write(lambda conn: self._step(conn, key, now))
+        if random.random() < PURGE_CHANCE:
+            self.purge(now)
+        return passed
+
+    def _step(self, conn: Any, key: str, now: float) -> bool:
+        o = self.opts
+        row = conn.execute("SELECT first, last, passes FROM greylist WHERE key = ?",
+                           (key,)).fetchone()
+        expired = row is not None and (
+            (row[2] == 0 and now - row[0] > o.grey_timeout)
+            or (row[2] > 0 and now - row[1] > o.white_timeout))
+        if row is None or expired:
+            conn.execute("INSERT OR REPLACE INTO greylist (key, first, last, passes, blocked)"
+                         " VALUES (?, ?, ?, 0, 1)", (key, now, now))
+            return False
+        if row[2] == 0 and now - row[0] < o.black_timeout:
+            conn.execute("UPDATE greylist SET blocked = blocked + 1 WHERE key = ?", (key,))
+            return False
+        conn.execute("UPDATE greylist SET passes = passes + 1, last = ? WHERE key = ?",
+                     (now, key))
+        return True
+
+    def purge(self, now: float) -> None:
+        o = self.opts
+        try:
+            self.db.write(lambda conn: conn.execute(
+                "DELETE FROM greylist WHERE (passes = 0 AND first < ?) OR last < ?",
+                (now - o.grey_timeout, now - o.white_timeout)))
+        except DbUnavailable as exc:
+            self.log.warning("greylisting purge skipped: %s", exc)
+
+    # -- hooks -----------------------------------------------------------
+    def key(self, session: Any, recipient: Any) -> str:
+        parts = []
+        if self.opts.remote_ip:
+            parts.append(self._client(session.conn.peer_ip))
+        if self.opts.sender:
+            sender = session.transaction.sender if session.transaction else None
+            parts.append(sender.address.lower() if sender is not None else "")
+        if self.opts.recipient:
+            parts.append(recipient.address.lower())
+        # Hashed: fixed-size keys, and no addresses in clear in the db file.
+        return hashlib.sha256("\0".join(parts).encode("utf-8", "replace")).hexdigest()
+
+    def _client(self, ip: str) -> str:
+        addr = ipaddress.ip_address(ip)
+        if addr.version == 4 and self.opts.ipv4_prefix < 32:
+            return str(ipaddress.ip_network(f"{ip}/{self.opts.ipv4_prefix}", strict=False))
+        return str(addr)
+
+    def exempt(self, session: Any, recipient: Any) -> bool:
+        if (self.opts.mode == "off" or trusted(session) or session.relay_client
+                or session.auth_user or _dns.ip_in(session.conn.peer_ip, self.nets)):
+            return True
+        sender = session.transaction.sender if session.transaction else None
+        if sender is not None and _listed(sender.address, self.senders):
+            return True
+        return _listed(recipient.address, self.rcpts)
+
+    def hook_rcpt(self, session: Any, recipient: Any, params: Any) -> Any:
+        if self.exempt(session, recipient):
+            return None
+        try:
+            passed = self.check(self.key(session, recipient))
+        except DbUnavailable as exc:
+            self.log.error("greylisting db unavailable, mail passes: %s", exc)
+            return None
+        if passed:
+            return None
+        self.log.info("session %s: greylisted %s -> %s", session.id, session.conn.peer_ip,
+                      recipient.address)
+        if self.opts.mode == "testonly":
+            return None
+        if self.opts.deny_late:
+            session.transaction.notes["greylisted"] = True
+            return None
+        return DENYSOFT, MESSAGE
+
+    def hook_data(self, session: Any) -> Any:
+        txn = session.transaction
+        if txn is not None and txn.notes.get("greylisted"):
+            return DENYSOFT, MESSAGE
+        return None
+
+
+def _listed(address: str, entries: set[str]) -> bool:
+    address = address.lower()
+    return address in entries or ("@" + address.rpartition("@")[2]) in entries
