@@ -1,0 +1,54 @@
+"""badmailfrom / badrcptto: exact, @domain and pattern entries."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+
+from helpers.fakes import addr, make_session  # noqa: E402
+
+from qsmtp import config as qconfig  # noqa: E402
+from qsmtp.plugins.api import PluginError, Result  # noqa: E402
+from qsmtp.plugins.builtin.badmailfrom import Badmailfrom  # noqa: E402
+
+CONFIG = qconfig.load(None, {})
+OPTS = {"entries": ["Spammer@Bad.test", "@junk.test no junk here", "# comment", ""],
+        "patterns": ["^[0-9]{6,}@\tnumeric senders not welcome", r"\.ru$"]}
+
+
+def verdict(sender, **opts):
+    p = Badmailfrom(CONFIG, "badmailfrom", {**OPTS, **opts})
+    sess = make_session(CONFIG, sender=sender)
+    assert p.hook_mail(sess, sess.transaction.sender, {}) is None  # refused at RCPT
+    return p.hook_rcpt(sess, addr("u@example.test"), {})
+
+
+@pytest.mark.parametrize("sender,expected", [
+    ("spammer@bad.test", (Result.DENY, "5.7.1 Your envelope sender is in my badmailfrom list")),
+    ("anyone@JUNK.test", (Result.DENY, "5.7.1 no junk here")),
+    ("1234567@x.test", (Result.DENY, "5.7.1 numeric senders not welcome")),
+    ("ivan@mail.ru", (Result.DENY, "5.7.1 Your envelope sender is in my badmailfrom list")),
+    ("other@bad.test", None),
+    ("spammer@sub.junk.test", None),
+    ("", None),  # null sender
+])
+def test_matching(sender, expected):
+    assert verdict(sender) == expected
+
+
+def test_action_and_file(tmp_path):
+    listing = tmp_path / "badmailfrom"
+    listing.write_text("@file.test from the file\n")
+    assert verdict("x@file.test", file=str(listing), action="denysoft") == \
+        (Result.DENYSOFT, "4.7.1 from the file")
+
+
+@pytest.mark.parametrize("opts", [{"entries": ["nodomain"]}, {"patterns": ["(unclosed"]},
+                                  {"file": "/nonexistent/badmailfrom"}, {"action": "x"}])
+def test_bad_options(opts):
+    with pytest.raises(PluginError):
+        Badmailfrom(CONFIG, "badmailfrom", opts)

@@ -1,0 +1,43 @@
+"""badrcptto: refused recipients."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+
+from helpers.fakes import addr, make_session  # noqa: E402
+
+from qsmtp import config as qconfig  # noqa: E402
+from qsmtp.plugins.api import PluginError, Result  # noqa: E402
+from qsmtp.plugins.builtin.badrcptto import Badrcptto  # noqa: E402
+
+CONFIG = qconfig.load(None, {})
+OPTS = {"entries": ["nobody@example.test", "@old.example.test gone since 2019"],
+        "patterns": ["[%!]\tno routing tricks"]}
+
+
+@pytest.mark.parametrize("rcpt,expected", [
+    ("Nobody@Example.test", (Result.DENY, "5.7.1 mail to Nobody@Example.test not accepted here")),
+    ("a@old.example.test", (Result.DENY, "5.7.1 gone since 2019")),
+    ("a%b@example.test", (Result.DENY, "5.7.1 no routing tricks")),
+    ("somebody@example.test", None),
+])
+def test_matching(rcpt, expected):
+    p = Badrcptto(CONFIG, "badrcptto", OPTS)
+    assert p.hook_rcpt(make_session(CONFIG), addr(rcpt), {}) == expected
+
+
+def test_naughty_action_flags_only():
+    p = Badrcptto(CONFIG, "badrcptto", {**OPTS, "action": "naughty"})
+    sess = make_session(CONFIG)
+    assert p.hook_rcpt(sess, addr("nobody@example.test"), {}) is Result.DECLINED
+    assert sess.notes["naughty"].startswith("badrcptto: mail to nobody@")
+
+
+def test_bad_message_placeholder():
+    with pytest.raises(PluginError):
+        Badrcptto(CONFIG, "badrcptto", {"message": "{nope}"})
