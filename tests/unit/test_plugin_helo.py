@@ -1,0 +1,90 @@
+"""helo: checks by policy level; DNS checks against the loopback DNS server."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+
+from helpers.dns_server import DnsServer  # noqa: E402
+from helpers.fakes import make_session  # noqa: E402
+
+from qsmtp import config as qconfig  # noqa: E402
+from qsmtp.plugins.api import PluginError, Result  # noqa: E402
+from qsmtp.plugins.builtin.helo import Helo  # noqa: E402
+
+CONFIG = qconfig.load(None, {"server.me": "mx.ours.test"})
+RECORDS = {
+    "mail.client.test": {"A": ["192.0.2.7"]},
+    "elsewhere.test": {"A": ["198.51.100.1"]},
+    "7.2.0.192.in-addr.arpa": {"PTR": ["mail.client.test."]},
+    "8.2.0.192.in-addr.arpa": {"PTR": ["ptr-only.test."]},
+}
+
+
+@pytest.fixture(scope="module")
+def dns():
+    with DnsServer(RECORDS) as server:
+        yield server
+
+
+def helo(dns, name, ip="192.0.2.7", local="203.0.113.25", **opts):
+    p = Helo(CONFIG, "helo", {**dns.options(), **opts})
+    sess = make_session(CONFIG, ip=ip)
+    sess.conn = type(sess.conn)(ip, 40000, local, 25)
+    result = p.hook_ehlo(sess, name)
+    return (sess.notes.get("helo_failed") if result else None), result
+
+
+@pytest.mark.parametrize("name,failed", [
+    ("mail.client.test", None),
+    ("[192.0.2.7]", None),
+    ("[192.0.2.8]", "is_forged_literal"),
+    ("[not an ip]", "is_forged_literal"),
+    ("192.0.2.7", "is_bare_ip"),
+    ("localhost", "invalid_localhost"),
+    ("[127.0.0.1]", "invalid_localhost"),
+    ("mx.ours.test", "claims_us"),
+    ("[203.0.113.25]", "claims_us"),
+    ("spammer.example", "bad_helo"),
+    ("friend", None),  # not a FQDN, but lenient doesn't care
+])
+def test_lenient(dns, name, failed):
+    assert helo(dns, name, bad_helo=["Spammer.Example"])[0] == failed
+
+
+@pytest.mark.parametrize("name,ip,failed", [
+    ("mail.client.test", "192.0.2.7", None),
+    ("friend", "192.0.2.7", "is_not_fqdn"),
+    ("bad_label.test", "192.0.2.7", "is_not_fqdn"),
+    ("nx.client.test", "192.0.2.7", "no_forward_dns"),
+    ("elsewhere.test", "192.0.2.99", "no_reverse_dns"),
+    ("elsewhere.test", "192.0.2.8", None),  # rfc doesn't require a match
+])
+def test_rfc(dns, name, ip, failed):
+    assert helo(dns, name, ip=ip, policy="rfc")[0] == failed
+
+
+def test_strict_matching_dns(dns):
+    assert helo(dns, "elsewhere.test", ip="192.0.2.8", policy="strict")[0] == "no_matching_dns"
+    assert helo(dns, "mail.client.test", policy="strict")[0] is None
+
+
+def test_localhost_from_loopback_and_skip(dns):
+    assert helo(dns, "localhost", ip="127.0.0.1")[0] is None
+    assert helo(dns, "friend", policy="rfc", skip=["is_not_fqdn", "no_forward_dns"])[0] is None
+
+
+def test_action_and_message(dns):
+    _, result = helo(dns, "192.0.2.7", action="denysoft")
+    assert result == (Result.DENYSOFT, "4.7.1 Invalid HELO/EHLO 192.0.2.7: is bare ip")
+
+
+def test_bad_options(dns):
+    for opts in ({"policy": "paranoid"}, {"skip": ["no_such_check"]},
+                 {"bad_helo_patterns": ["("]}):
+        with pytest.raises(PluginError):
+            Helo(CONFIG, "helo", {**dns.options(), **opts})

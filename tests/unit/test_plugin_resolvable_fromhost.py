@@ -1,0 +1,77 @@
+"""resolvable_fromhost against the loopback DNS server."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+
+from helpers.dns_server import DnsServer  # noqa: E402
+from helpers.fakes import make_session  # noqa: E402
+
+from qsmtp import config as qconfig  # noqa: E402
+from qsmtp.plugins.api import PluginError, Result  # noqa: E402
+from qsmtp.plugins.builtin.resolvable_fromhost import ResolvableFromhost  # noqa: E402
+
+CONFIG = qconfig.load(None, {})
+ZONE = """
+$TTL 60
+@            SOA ns.test. host.test. 1 60 60 60 60
+mx.test.     MX 10 mail.mx.test.
+mail.mx.test. A 192.0.2.25
+amx.test.    A 192.0.2.26
+v6.test.     AAAA 2001:db8::25
+loop.test.   MX 10 lo.loop.test.
+lo.loop.test. A 127.0.0.1
+nullmx.test. MX 0 .
+dangling.test. MX 10 nowhere.test.
+txtonly.test. TXT "hello"
+backup.test. MX 10 broken.test.
+backup.test. MX 20 mail.mx.test.
+"""
+
+
+@pytest.fixture(scope="module")
+def dns():
+    server = DnsServer.from_zone_text(ZONE, "test.", servfail=["broken.test", "down.test"])
+    with server:
+        yield server
+
+
+def mail(dns, sender, **opts):
+    p = ResolvableFromhost(CONFIG, "resolvable_fromhost", {**dns.options(), **opts})
+    sess = make_session(CONFIG, sender=sender)
+    return p.hook_mail(sess, sess.transaction.sender, {})
+
+
+@pytest.mark.parametrize("sender", ["a@mx.test", "a@amx.test", "a@v6.test", "a@backup.test",
+                                    "", "a@[192.0.2.1]"])
+def test_resolvable(dns, sender):
+    assert mail(dns, sender) is None
+
+
+@pytest.mark.parametrize("sender", ["a@loop.test", "a@dangling.test", "a@txtonly.test",
+                                    "a@nx.test"])
+def test_not_resolvable(dns, sender):
+    result, message = mail(dns, sender)
+    assert result is Result.DENY
+    assert message == f"5.7.1 Sender domain {sender[2:]} does not resolve"
+
+
+def test_null_mx(dns):
+    result, message = mail(dns, "a@nullmx.test")
+    assert result is Result.DENY and "null MX" in message
+
+
+def test_temporary_failure(dns):
+    assert mail(dns, "a@down.test")[0] is Result.DENYSOFT
+    assert mail(dns, "a@down.test", temp_action="note") is Result.DECLINED
+
+
+def test_invalid_networks_option(dns):
+    assert mail(dns, "a@loop.test", invalid_networks=[]) is None
+    with pytest.raises(PluginError):
+        mail(dns, "a@mx.test", invalid_networks=["bogus"])
