@@ -114,3 +114,63 @@ def test_unavailable_db_passes(tmp_path):
 def test_bad_options(opts):
     with pytest.raises(PluginError):
         Greylisting(CONFIG, "greylisting", opts)
+
+
+# -- concurrent workers: real processes on one database file ----------------
+def _hammer(plugin, barrier, queue, rounds, ip):
+    """One forked worker: the plugin object crossed fork() (like the
+    supervisor's), so its SQLite connection must be opened here."""
+    barrier.wait()
+    refused = errors = 0
+    for _ in range(rounds):
+        try:
+            if rcpt(plugin, ip=ip) is not None:
+                refused += 1
+        except Exception:  # noqa: BLE001 - counted, the test fails on it
+            errors += 1
+    queue.put((refused, errors))
+
+
+def _run_workers(plugin, workers, rounds, ip):
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    barrier, queue = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(plugin, barrier, queue, rounds, ip))
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(10)
+        assert proc.exitcode == 0
+    return results
+
+
+WORKERS, ROUNDS = 8, 40
+
+
+def _row(p, ip):
+    sess = make_session(CONFIG, ip=ip)
+    key = p.key(sess, addr("u@example.test"))
+    return p.db.read("SELECT passes, blocked FROM greylist WHERE key = ?", (key,))[0]
+
+
+def test_concurrent_passes_lose_no_update(grey):
+    p = grey()
+    p.clock = lambda: T0  # plain function: survives fork
+    ip = "198.51.100.50"
+    rcpt(p, ip=ip)  # parent opens the db before forking, like a busy supervisor
+    p.clock = lambda: T0 + 61
+    assert rcpt(p, ip=ip) is None  # white now: passes = 1
+    results = _run_workers(p, WORKERS, ROUNDS, ip)
+    assert results == [(0, 0)] * WORKERS  # nothing refused, nothing raised
+    assert _row(p, ip) == (1 + WORKERS * ROUNDS, 1)
+
+
+def test_concurrent_new_triplet_counts_every_refusal(grey):
+    p = grey()
+    p.clock = lambda: T0
+    ip = "198.51.100.51"
+    results = _run_workers(p, WORKERS, ROUNDS, ip)
+    assert results == [(ROUNDS, 0)] * WORKERS  # all refused (black), none raised
+    assert _row(p, ip) == (0, WORKERS * ROUNDS)

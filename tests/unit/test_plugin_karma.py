@@ -102,3 +102,37 @@ def test_reopens_after_fork(karma):
 def test_bad_options(opts):
     with pytest.raises(PluginError):
         Karma(CONFIG, "karma", opts)
+
+
+# -- concurrent workers: real processes on one database file ----------------
+def _worker(p, barrier, queue, rounds, score):
+    barrier.wait()
+    errors = refused = 0
+    for _ in range(rounds):
+        try:
+            if connection(p, score, ip="198.51.100.7")[0] is not None:
+                refused += 1
+        except Exception:  # noqa: BLE001 - counted, the test fails on it
+            errors += 1
+    queue.put((refused, errors))
+
+
+def test_concurrent_workers_lose_no_update(karma):
+    import multiprocessing
+    karma.clock = lambda: 1_000_000.0  # plain function: survives fork
+    connection(karma, 0, ip="203.0.113.1")  # parent has the db open before fork
+    workers, rounds = 8, 40
+    ctx = multiprocessing.get_context("fork")
+    barrier, queue = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(karma, barrier, queue, rounds, 1))
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(10)
+        assert proc.exitcode == 0
+    assert results == [(0, 0)] * workers
+    rows = karma.db.read("SELECT naughty, nice, connects FROM karma WHERE ip = ?",
+                         ("198.51.100.7",))
+    assert rows == [(0, workers * rounds, workers * rounds)]
