@@ -5,7 +5,8 @@
 
 Records: {owner name: {rdtype: [rdata text, ...]}}; names are absolute or
 relative to nothing (a trailing dot is optional) and case-insensitive.  Or
-`DnsServer.from_zone_text(text, origin)`.  Unknown names get NXDOMAIN; a name
+`DnsServer.from_zone_text(text, origin)` (names outside `origin` are
+dropped by the zone parser: use origin "." for a mix of zones).  Unknown names get NXDOMAIN; a name
 that exists (or has names below it) without the asked type gets NOERROR with
 no answer.  Faults: `servfail` (names answered SERVFAIL), `drop` (names never
 answered: the client times out), `truncate_udp` (UDP answers come back with
