@@ -163,3 +163,53 @@ def test_unanswered_dns_fails_open_within_the_plugin_timeout(tmp_path):
     assert out["connect"].result is Result.DECLINED
     assert out["mail"].result is Result.DENYSOFT  # sender domain: try again later
     assert elapsed < 5
+
+
+# -- end to end: a real `qsmtp serve` (skipped until the engine exists) ------
+def _engine_ready() -> bool:
+    try:
+        import qsmtp.cli  # noqa: F401
+        import qsmtp.smtp.session  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _engine_ready(), reason="engine / qsmtp serve not present yet")
+def test_listed_client_refused_by_a_real_server(tmp_path, dns):
+    import smtplib
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_config(tmp_path, dns)  # writes qsmtp.toml; add the listener to it
+    path = tmp_path / "qsmtp.toml"
+    text = path.read_text().replace(
+        "[server]\n", f'[server]\nlisten = ["127.0.0.1:{port}"]\nchildren = 2\n'
+        f'idle_children = 1\nruntime_dir = "{tmp_path / "run"}"\n', 1)
+    path.write_text(text)
+    server = subprocess.Popen([sys.executable, "-m", "qsmtp", "serve", "--config", str(path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        with smtplib.SMTP("127.0.0.1", port, source_address=("127.0.0.2", 0),
+                          local_hostname="mail.good.test", timeout=15) as client:
+            client.ehlo()
+            code, _ = client.mail("a@good.test")
+            assert code == 250
+            code, message = client.rcpt("u@example.test")
+            assert code == 550
+            assert b"listed in bl.test" in message and b"https://bl.test/" in message
+    finally:
+        server.terminate()  # only the process this test started
+        server.wait(30)

@@ -69,6 +69,7 @@ def query(resolver: Any, name: str, rdtype: str) -> list[str]:
     """Records of `rdtype` at `name` as text; [] for NXDOMAIN / no data.
     Raises DnsTempError when the answer can't be had right now."""
     import dns.exception
+    import dns.name
     import dns.resolver
     try:
         answer = resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)

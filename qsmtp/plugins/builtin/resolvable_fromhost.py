@@ -23,7 +23,6 @@ config/invalid_resolvable_fromhost -> `invalid_networks`.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from qsmtp.plugins.api import Option, Plugin
@@ -59,8 +58,7 @@ class ResolvableFromhost(Plugin):
         mx = _dns.query(self.resolver, domain, "MX")
         if mx:
             hosts = sorted((int(r.split()[0]), r.split()[1].rstrip(".")) for r in mx)
-            if any(host in ("", ".") for _, host in hosts) or \
-                    all(host == "" for _, host in hosts):
+            if any(host == "" for _, host in hosts):  # "MX 0 ." (RFC 7505)
                 return "nullmx"
             temp = None
             for _, host in hosts[:MAX_MX]:
