@@ -1,0 +1,193 @@
+"""`qsmtp serve`: options generated from settings.SETTINGS, then the start-up
+sequence: config -> sockets -> plugins -> (detach) -> pid file, registry ->
+drop privileges -> the supervisor.
+
+Only flags actually given override the file (click's ParameterSource), so a
+flag's default never masks a config value.  Values that parse but are wrong
+are ConfigErrors: one line `qsmtp: <source>: <key>: <reason>`, exit 78,
+before READY=1 and never a traceback.  Usage errors stay click's (exit 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from importlib import metadata
+
+import click
+from click.core import ParameterSource
+
+from qsmtp import config as config_mod
+from qsmtp.config import EX_CONFIG, FLAG_SOURCE, ConfigError
+from qsmtp.settings import SETTINGS, Setting
+
+log = logging.getLogger("qsmtp")
+EX_FAIL = 1
+
+
+def version() -> str:
+    try:
+        return metadata.version("qsmtp")
+    except metadata.PackageNotFoundError:  # running from a checkout
+        return "0+unknown"
+
+
+def _option(setting: Setting):
+    kwargs = dict(help=setting.help, default=None, show_default=False)
+    if setting.type is bool:
+        kwargs.update(is_flag=True)
+    elif setting.type is list:
+        kwargs.update(multiple=True, type=str, metavar=setting.metavar or "TEXT")
+    else:
+        kwargs.update(type=setting.type, metavar=setting.metavar)
+    return click.option(*setting.flags, setting.key, **kwargs)
+
+
+def setting_options(func):
+    for setting in reversed([s for s in SETTINGS if s.flags]):
+        func = _option(setting)(func)
+    return func
+
+
+def given_flags(ctx: click.Context, params: dict) -> dict:
+    """{setting name: value} for the flags on the command line only."""
+    flags = {}
+    for setting in SETTINGS:
+        if not setting.flags:
+            continue
+        if ctx.get_parameter_source(setting.key) != ParameterSource.COMMANDLINE:
+            continue
+        value = params[setting.key]
+        flags[setting.name] = list(value) if setting.type is list else value
+    return flags
+
+
+def fail(message: str, code: int) -> "NoReturn":  # noqa: F821
+    click.echo(f"qsmtp: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["--help", "-h"]})
+@click.version_option(version(), "--version", prog_name="qsmtp",
+                      message="%(prog)s %(version)s")
+def cli() -> None:
+    """qsmtp: a pre-forking SMTP server with qpsmtpd-style plugins."""
+
+
+@cli.command()
+@click.option("--config", "-c", "config_path", metavar="PATH", default=None,
+              envvar="QSMTP_CONFIG", help="TOML config file.")
+@click.version_option(version(), "--version", prog_name="qsmtp",
+                      message="%(prog)s %(version)s")
+@setting_options
+@click.pass_context
+def serve(ctx: click.Context, config_path: str | None, **params) -> None:
+    """Serve SMTP with a pool of pre-forked workers."""
+    flags = given_flags(ctx, params)
+    try:
+        sys.exit(_serve(config_path, flags))
+    except ConfigError as exc:
+        fail(str(exc), EX_CONFIG)
+
+
+def _load(config_path: str | None, flags: dict):
+    from qsmtp.app import App
+
+    config = config_mod.load(config_path, flags)
+    return config, App.load(config)
+
+
+def _serve(config_path: str | None, flags: dict) -> int:
+    from qsmtp import listeners, log as log_mod, pidfile, privileges
+
+    config = config_mod.load(config_path, flags)
+    server = config.server
+    log_mod.setup(debug=server.debug, quiet=server.quiet)
+    account = None
+    if server.user:
+        try:
+            account = privileges.lookup(server.user)
+        except KeyError:
+            source = FLAG_SOURCE if config.origin["server.user"] == "flag" else config_path
+            raise ConfigError(source, "server.user", f"no such user {server.user!r}") from None
+    try:
+        if server.pid_file:
+            pidfile.check(server.pid_file)
+        socks = listeners.open_listeners(server.listen, server.port)
+    except (pidfile.PidFileError, listeners.ListenError, ValueError) as exc:
+        fail(str(exc), EX_FAIL)
+    from qsmtp.app import App
+
+    try:
+        app = App.load(config)
+    except BaseException:
+        listeners.close_all(socks)
+        raise
+    if server.detach:
+        _detach()
+    return _run(config_path, flags, app, socks, account)
+
+
+def _run(config_path, flags, app, socks, account) -> int:
+    from qsmtp import pidfile, privileges, systemd
+    from qsmtp.registry import Registry, RegistryError
+    from qsmtp.supervisor import Supervisor
+
+    server = app.config.server
+    uid = account.uid if account else None
+    gid = account.gid if account else None
+    try:
+        if server.pid_file:
+            pidfile.write(server.pid_file, uid=uid, gid=gid)
+        registry = Registry.create(server.runtime_dir, server.children * 2, os.getpid(),
+                                   owner_uid=uid, owner_gid=gid)
+    except (pidfile.PidFileError, RegistryError, OSError) as exc:
+        if server.pid_file:
+            pidfile.remove(server.pid_file)
+        fail(str(exc), EX_FAIL)
+    base_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        if server.renice_parent:
+            os.nice(server.renice_parent)  # as root, before the drop: may go negative
+        if account:
+            privileges.chown_tree(server.runtime_dir, account)
+            privileges.drop(account)
+    except OSError as exc:
+        registry.remove()
+        if server.pid_file:
+            pidfile.remove(server.pid_file)
+        fail(f"cannot switch to user {server.user} / renice: {exc}", EX_FAIL)
+    if server.pretty_child:
+        import setproctitle
+
+        setproctitle.setproctitle("qsmtp: supervisor")
+    if server.detach:
+        systemd.mainpid(os.getpid())
+    supervisor = Supervisor(app=app, listeners=socks, registry=registry,
+                            loader=lambda: _load(config_path, flags),
+                            pid_file=server.pid_file,
+                            base_nice=base_nice if server.renice_parent else None)
+    return supervisor.run()
+
+
+def _detach() -> None:
+    """Classic double fork: the caller returns to its shell at once, the
+    grandchild is no session leader and can never regain a terminal."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    # No chdir("/"): relative paths in the config must still mean the same
+    # files at the next reload.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    for fd in (1, 2):
+        if os.isatty(fd):
+            os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="qsmtp")

@@ -1,0 +1,482 @@
+"""The arbiter (gunicorn arbiter.py / Postfix master style).
+
+Signal handlers only append to a queue and write a byte to a self-pipe; the
+main loop selects on that pipe and on the workers' shared "wake" pipe (their
+busy/idle gossip), then dispatches to handle_<sig>, reaps, and runs one pool
+plan (qsmtp.policy).  Worker reports are gossip; waitpid is the truth: a
+registry slot is released only after its pid was reaped.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import logging
+import os
+import random
+import select
+import signal
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable
+
+from qsmtp import listeners as listeners_mod
+from qsmtp import pidfile, policy, systemd
+from qsmtp.config import ConfigError
+from qsmtp.registry import RegistryError
+from qsmtp.worker import BUSY, IDLE, READY, Worker
+
+log = logging.getLogger("qsmtp.supervisor")
+
+TICK = 0.5              # longest sleep of the main loop
+STATUS_EVERY = 0.25     # STATUS= rate limit (the latest line is always sent)
+HEARTBEAT_CHECK = 1.0
+ABORT_WAIT = 5.0        # after the 421s (USR1), stragglers get SIGKILL
+SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGTTIN,
+           signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR2)
+SIGNAMES = {sig: sig.name[3:].lower() for sig in SIGNALS}
+EX_SOFTWARE = 70
+
+Loader = Callable[[], "tuple[object, object]"]  # () -> (Config, App), ConfigError
+
+
+@dataclass
+class WorkerRec:
+    pid: int
+    slot: int
+    generation: int
+    started: float       # time.time() at fork
+    ready: bool = False  # gossip: it reached its accept loop
+    retiring: bool = False
+
+
+class Supervisor:
+    def __init__(self, *, app, listeners, registry, loader: Loader,
+                 pid_file: str = "", base_nice: int | None = None):
+        self.app, self.listeners, self.registry = app, listeners, registry
+        self.loader, self.pid_file, self.base_nice = loader, pid_file, base_nice
+        self.server = app.config.server
+        self.idle_target = self.server.idle_children
+        self.generation = 1
+        self.workers: dict[int, WorkerRec] = {}
+        self.sig_queue: list[int] = []
+        self.throttle = policy.BootLoopThrottle()
+        self.surplus_since: float | None = None
+        self.rng = random.Random()
+        self.ready_sent = self.stopping = False
+        self.grace_deadline = self.kill_deadline = None
+        self.status_line, self.status_sent, self.status_at = "", "", 0.0
+        self.next_heartbeat_check = 0.0
+        self.watchdog_every = systemd.watchdog_interval()
+        self.next_watchdog = 0.0
+        self.wake_buffer = b""
+        self.started = time.monotonic()
+
+    # ---- set-up ----------------------------------------------------------------
+    def _pipes(self) -> None:
+        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Lifeline: workers hold the read end; our death -> EOF -> they exit.
+        self.lifeline_r, self.lifeline_w = os.pipe2(os.O_CLOEXEC)
+
+    def _install_signals(self) -> None:
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+        signal.siginterrupt(signal.SIGCHLD, False)
+
+    def _on_signal(self, signum, frame) -> None:
+        # Only enqueue and wake the loop: nothing here can deadlock.
+        if len(self.sig_queue) < 32:
+            self.sig_queue.append(signum)
+        try:
+            os.write(self.pipe_w, b".")
+        except OSError:
+            pass
+
+    # ---- main loop -----------------------------------------------------------------
+    def run(self) -> int:
+        self._pipes()
+        self._install_signals()
+        listeners_mod.prepare_for_workers(self.listeners)
+        self.registry.set_header(children=self.server.children,
+                                 idle_children=self.idle_target,
+                                 max_from_ip=self.server.max_from_ip, generation=1)
+        self.registry.set_generation(1)
+        gc.freeze()  # objects loaded so far stay shared (copy-on-write) in workers
+        log.info("supervisor %d: %s; up to %d workers, %d idle", os.getpid(),
+                 listeners_mod.describe(self.listeners), self.server.children,
+                 self.idle_target)
+        try:
+            self._manage()  # the first workers now, not after a tick
+            while True:
+                self._sleep()
+                self._dispatch_signals()
+                self._reap()
+                if self.stopping:
+                    if self._stop_progress():
+                        break
+                    continue
+                self._manage()
+                self._housekeeping()
+        except Exception:
+            log.exception("supervisor failed; stopping the workers")
+            self._kill_all(signal.SIGKILL)
+            self._reap_all()
+            self._cleanup()
+            return EX_SOFTWARE
+        self._cleanup()
+        log.info("stopped")
+        return 0
+
+    def _sleep(self) -> None:
+        timeout = 0.0 if self.sig_queue else self._timeout()
+        try:
+            readable, _, _ = select.select([self.pipe_r, self.wake_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if self.pipe_r in readable:
+            _drain(self.pipe_r)
+        if self.wake_r in readable:
+            self._read_gossip()
+
+    def _timeout(self) -> float:
+        timeout = TICK
+        if self.status_line != self.status_sent:
+            timeout = min(timeout, max(0.0, self.status_at + STATUS_EVERY - time.monotonic()))
+        return timeout
+
+    def _read_gossip(self) -> None:
+        data = self.wake_buffer + _drain(self.wake_r)
+        usable = len(data) - len(data) % 5
+        self.wake_buffer = data[usable:]
+        for at in range(0, usable, 5):
+            kind, pid = data[at:at + 1], int.from_bytes(data[at + 1:at + 5], "little")
+            rec = self.workers.get(pid)
+            if rec is None:
+                continue
+            if kind == READY:
+                rec.ready = True
+            elif kind == IDLE:
+                self.throttle.record_healthy()  # a whole session worked
+            elif kind == BUSY:
+                rec.ready = True
+
+    def _dispatch_signals(self) -> None:
+        while self.sig_queue:
+            signum = self.sig_queue.pop(0)
+            handler = getattr(self, f"handle_{SIGNAMES.get(signum, '')}", None)
+            if handler:
+                handler()
+
+    # ---- signal handlers (run from the loop, never from the signal) -------------
+    def handle_chld(self) -> None:
+        pass  # the loop reaps after every dispatch
+
+    def handle_hup(self) -> None:
+        if not self.stopping:
+            self.reload()
+
+    def handle_term(self) -> None:
+        if self.stopping:
+            self._abort_sessions()  # a second TERM: no more grace
+        else:
+            self.begin_stop()
+
+    handle_int = handle_term
+
+    def handle_ttin(self) -> None:
+        self.idle_target = min(self.server.children, self.idle_target + 1)
+        self.registry.set_header(idle_children=self.idle_target)
+        log.info("idle workers target now %d", self.idle_target)
+
+    def handle_ttou(self) -> None:
+        self.idle_target = max(0, self.idle_target - 1)
+        self.registry.set_header(idle_children=self.idle_target)
+        log.info("idle workers target now %d", self.idle_target)
+
+    def handle_usr2(self) -> None:
+        log.info("pool: %s", self.status_line)
+
+    # ---- the pool ------------------------------------------------------------------------
+    def _pool_view(self, snap: dict) -> policy.PoolView:
+        slots = {w["slot"]: w for w in snap["workers"]}
+        views = []
+        for rec in self.workers.values():
+            if rec.retiring or rec.generation != self.generation:
+                continue
+            slot = slots.get(rec.slot)
+            if slot is None or slot["pid"] != rec.pid:
+                state, since = "starting", rec.started
+            else:
+                state, since = slot["state"], slot["since"]
+            views.append(policy.WorkerView(rec.pid, state, since, rec.started))
+        return policy.PoolView.of(views)
+
+    def _manage(self) -> None:
+        snap = self.registry.snapshot()
+        pool = self._pool_view(snap)
+        settings = SimpleNamespace(children=self.server.children,
+                                   idle_children=self.idle_target)
+        now = time.time()
+        plan = policy.plan(pool, settings, now, surplus_since=self.surplus_since,
+                           throttle=self.throttle)
+        self.surplus_since = plan.surplus_since
+        for _ in range(plan.spawn):
+            if not self.spawn():
+                break
+        for pid in plan.retire:
+            self._retire(pid)
+        if plan.spawn or plan.retire:
+            snap = self.registry.snapshot()
+            pool = self._pool_view(snap)
+        extra = self.throttle.status_text(now)
+        total = pool.total + sum(1 for r in self.workers.values() if r.retiring)
+        self.status_line = policy.status_line(
+            total, pool.busy, pool.idle, self.server.children,
+            snap["supervisor"]["sessions_total"], extra)
+        self._maybe_ready()
+
+    def spawn(self) -> bool:
+        try:
+            slot = self.registry.claim_slot()
+        except RegistryError as exc:
+            log.warning("cannot start a worker: %s", exc)
+            return False
+        lifetime = policy.lifetime_with_jitter(self.server.child_lifetime, self.rng)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            self.registry.release_slot(slot)
+            log.error("fork failed: %s", exc)
+            return False
+        if pid == 0:
+            self._child(slot, lifetime, old_mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        self.workers[pid] = WorkerRec(pid, slot, self.generation, time.time())
+        log.debug("worker %d started (slot %d, generation %d, lifetime %d)",
+                  pid, slot, self.generation, lifetime)
+        return True
+
+    def _child(self, slot: int, lifetime: int, old_mask) -> None:
+        """In the new worker: never returns into the supervisor's code."""
+        code = EX_SOFTWARE
+        try:
+            for fd in (self.pipe_r, self.pipe_w, self.wake_r, self.lifeline_w):
+                os.close(fd)
+            worker = Worker(app=self.app, listeners=self.listeners,
+                            registry=self.registry, slot=slot,
+                            generation=self.generation, lifetime=lifetime,
+                            lifeline=self.lifeline_r, wake=self.wake_w,
+                            ppid=os.getppid(), base_nice=self.base_nice)
+            worker._signals()  # before unblocking: no supervisor handler in here
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            code = worker.run()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("worker %d crashed", os.getpid())
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def _retire(self, pid: int) -> None:
+        rec = self.workers.get(pid)
+        if rec is None or rec.retiring:
+            return
+        rec.retiring = True
+        _kill(pid, signal.SIGHUP)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            rec = self.workers.pop(pid, None)
+            if rec is None:
+                continue
+            self.registry.release_slot(rec.slot)  # only now: waitpid is the truth
+            self._note_exit(rec, status)
+
+    def _note_exit(self, rec: WorkerRec, status: int) -> None:
+        age = time.time() - rec.started
+        if os.WIFSIGNALED(status):
+            how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        else:
+            how = f"exit {os.WEXITSTATUS(status)}"
+        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if clean or rec.retiring or self.stopping:
+            log.debug("worker %d gone (%s, %.1fs old)", rec.pid, how, age)
+            return
+        log.warning("worker %d died (%s) after %.1fs", rec.pid, how, age,
+                    extra={"worker": rec.pid})
+        self.throttle.record_exit(age, time.time())
+
+    # ---- readiness, status, watchdog, heartbeats ------------------------------------------
+    def _maybe_ready(self) -> None:
+        if self.ready_sent:
+            self._send_status()
+            return
+        wanted = policy.target_pool(0, self.server.children, self.idle_target)
+        ready = sum(1 for r in self.workers.values()
+                    if r.ready and r.generation == self.generation)
+        if ready >= wanted:
+            self.ready_sent = True
+            self.registry.set_state("running")
+            systemd.ready(self.status_line)
+            self.status_sent, self.status_at = self.status_line, time.monotonic()
+            log.info("ready after %.3fs: %s", time.monotonic() - self.started,
+                     self.status_line)
+
+    def _send_status(self) -> None:
+        now = time.monotonic()
+        if self.status_line != self.status_sent and now >= self.status_at + STATUS_EVERY:
+            systemd.status(self.status_line)
+            self.status_sent, self.status_at = self.status_line, now
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self.watchdog_every and now >= self.next_watchdog:
+            systemd.watchdog()
+            self.next_watchdog = now + self.watchdog_every
+        if now >= self.next_heartbeat_check:
+            self.next_heartbeat_check = now + HEARTBEAT_CHECK
+            self.registry.check_lock()
+            self._check_heartbeats()
+
+    def _check_heartbeats(self) -> None:
+        """A worker silent for 2 x timeout is wedged (a hook in C, a stopped
+        process): SIGKILL it; the reap frees its slot and the plan replaces it."""
+        limit = self.server.timeout * 2
+        now = time.time()
+        for slot in self.registry.snapshot()["workers"]:
+            rec = self.workers.get(slot["pid"])
+            if rec and slot["heartbeat"] and now - slot["heartbeat"] > limit:
+                log.error("worker %d silent for %.0fs (> 2 x timeout): killing it",
+                          rec.pid, now - slot["heartbeat"], extra={"worker": rec.pid})
+                _kill(rec.pid, signal.SIGKILL)
+
+    # ---- reload ------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Validate first; only a good config starts a new generation."""
+        log.info("reloading (generation %d)", self.generation)
+        systemd.reloading()
+        self.registry.set_state("reloading")
+        try:
+            config, app = self.loader()
+        except ConfigError as exc:
+            log.error("reload failed, generation %d keeps serving: %s", self.generation, exc)
+            self.registry.set_reload("failed", f"{exc.key}: {exc.reason}")
+            self.registry.set_state("running")
+            systemd.ready(self.status_line)
+            return
+        self._warn_fixed_settings(config)
+        self.app, self.server = app, config.server
+        self.idle_target = self.server.idle_children
+        self.generation += 1
+        self.registry.set_header(children=self.server.children,
+                                 idle_children=self.idle_target,
+                                 max_from_ip=self.server.max_from_ip)
+        self.registry.set_generation(self.generation)
+        old = [rec.pid for rec in self.workers.values() if rec.generation < self.generation]
+        for pid in old:
+            self._retire(pid)  # idle ones exit now, busy ones after their session
+        gc.freeze()
+        self._manage()  # the new generation, at once
+        self.registry.set_reload("ok")
+        self.registry.set_state("running")
+        systemd.ready(self.status_line)
+        log.info("reloaded: generation %d, %d old workers retiring", self.generation, len(old))
+
+    def _warn_fixed_settings(self, config) -> None:
+        old = self.app.config.server
+        new = config.server
+        if (old.listen, old.port) != (new.listen, new.port) and not any(
+                l.inherited for l in self.listeners):
+            log.warning("server.listen changed: the listening sockets stay as they are "
+                        "until a restart")
+        for name in ("user", "pid_file", "runtime_dir"):
+            if getattr(old, name) != getattr(new, name):
+                log.warning("server.%s changed: takes effect at the next restart", name)
+        if new.children * 2 > self.registry.slots:
+            log.warning("server.children %d exceeds the registry made at start; "
+                        "a restart is needed to grow beyond %d", new.children,
+                        self.registry.slots // 2)
+            new.children = self.registry.slots // 2
+
+    # ---- stop ----------------------------------------------------------------------------------
+    def begin_stop(self) -> None:
+        """TERM/INT: spawn nothing more, let sessions finish within `grace`."""
+        log.info("stopping: %d workers, grace %ds", len(self.workers), self.server.grace)
+        self.stopping = True
+        systemd.stopping()
+        self.registry.set_state("stopping")
+        # Our copies only; inherited sockets stay systemd's (never shutdown()).
+        listeners_mod.close_all(self.listeners)
+        self.grace_deadline = time.monotonic() + self.server.grace
+        self._kill_all(signal.SIGTERM)
+
+    def _abort_sessions(self) -> None:
+        if self.kill_deadline is None:
+            if self.workers:
+                log.warning("grace over: 421 to %d sessions still open", len(self.workers))
+            self._kill_all(signal.SIGUSR1)
+            self.kill_deadline = time.monotonic() + ABORT_WAIT
+
+    def _stop_progress(self) -> bool:
+        """True once every worker is reaped."""
+        if not self.workers:
+            return True
+        now = time.monotonic()
+        if self.kill_deadline is not None and now >= self.kill_deadline:
+            log.error("SIGKILL to %d workers that did not stop", len(self.workers))
+            self._kill_all(signal.SIGKILL)
+            self.kill_deadline = now + ABORT_WAIT
+        elif self.grace_deadline is not None and now >= self.grace_deadline:
+            self._abort_sessions()
+        return False
+
+    def _kill_all(self, sig: int) -> None:
+        for pid in list(self.workers):
+            _kill(pid, sig)
+
+    def _reap_all(self) -> None:
+        for pid in list(self.workers):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self.workers.pop(pid, None)
+
+    def _cleanup(self) -> None:
+        self.registry.remove()
+        if self.pid_file:
+            pidfile.remove(self.pid_file)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass  # already gone: the reap will tell
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:
+            raise
+
+
+def _drain(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)

@@ -1,0 +1,285 @@
+"""One worker process: accept (EPOLLEXCLUSIVE, no thundering herd), per-IP
+check in the registry, one SMTP session at a time through the engine,
+heartbeat, lifeline; retire after its (jittered) lifetime.
+
+Signals from the supervisor (handlers only set flags, or raise to leave a
+blocking wait; never while holding anything):
+  HUP   retire: finish the current session quietly, then exit (reload, surplus)
+  TERM  stop: idle -> exit now; busy -> the engine says 421 at the next
+        command once the transaction is done; a second TERM aborts
+  USR1  abort: raise AbortSession in the session (the engine sends 421)
+  INT   ignored: Ctrl-C reaches the whole process group, the supervisor
+        turns it into an orderly TERM of its workers
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import time
+
+from qsmtp import systemd
+from qsmtp.smtp.state import ConnectionInfo
+
+try:
+    from qsmtp.smtp.session import AbortSession, run_session
+except ImportError:  # TEMPORARY until the engine lands: see _stub_session
+    from qsmtp._stub_session import AbortSession, run_session  # type: ignore
+
+log = logging.getLogger("qsmtp.worker")
+
+POLL_TIMEOUT = 1.0   # idle wake-up: heartbeat, flags, parent check
+HEARTBEAT_EVERY = 1.0
+PR_SET_PDEATHSIG = 1
+# Gossip to the supervisor on the shared wake pipe: one atomic 5-byte record.
+READY, BUSY, IDLE = b"R", b"B", b"I"
+
+
+class _LeaveWait(Exception):
+    """Raised by a signal handler to leave epoll.poll() (PEP 475 would
+    otherwise retry it); only ever raised while waiting, never mid-session."""
+
+
+class Control:
+    """The engine's view of the worker (SessionControl)."""
+
+    __slots__ = ("stopping", "_registry", "_slot", "_next")
+
+    def __init__(self, registry, slot: int):
+        self.stopping = False
+        self._registry, self._slot, self._next = registry, slot, 0.0
+
+    def touch(self) -> None:
+        # Called on every command line / DATA chunk: one clock read, and a
+        # registry write at most once a second.
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + HEARTBEAT_EVERY
+            self._registry.heartbeat(self._slot)
+
+
+def peer_of(address: tuple) -> tuple[str, int]:
+    """IPv4-mapped IPv6 (::ffff:192.0.2.7) -> plain IPv4."""
+    host, port = address[0], address[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host.split("%", 1)[0], port
+
+
+class Worker:
+    def __init__(self, *, app, listeners, registry, slot: int, generation: int,
+                 lifetime: int, lifeline: int, wake: int, ppid: int, base_nice: int):
+        self.app, self.listeners, self.registry = app, listeners, registry
+        self.slot, self.generation, self.lifetime = slot, generation, lifetime
+        self.lifeline, self.wake, self.ppid = lifeline, wake, ppid
+        self.base_nice = base_nice
+        self.server = app.config.server
+        self.control = Control(registry, slot)
+        self.served = 0
+        self.stop = self.retire = self.waiting = self.in_session = False
+        self.by_fd = {l.fileno(): l for l in listeners}
+
+    # ---- start -------------------------------------------------------------
+    def setup(self) -> None:
+        """Right after fork, before anything can reach a client."""
+        random.seed()  # the supervisor's state is shared by every fork
+        systemd.forget()
+        self.registry.owner = False  # never "recover" the lock as a worker would
+        self._signals()
+        _die_with_parent(self.ppid)
+        if self.base_nice is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, self.base_nice)  # undo --renice-parent
+            except OSError:
+                pass
+        self.registry.set_slot(self.slot, os.getpid(), self.generation)
+        self._title("idle")
+
+    def _signals(self) -> None:
+        signal.signal(signal.SIGHUP, self._on_retire)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGUSR1, self._on_abort)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2,
+                    signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+
+    # ---- signal handlers -------------------------------------------------------
+    def _on_retire(self, signum, frame) -> None:
+        self.retire = True
+        if self.waiting:
+            raise _LeaveWait()
+
+    def _on_term(self, signum, frame) -> None:
+        if self.stop and self.in_session:
+            raise AbortSession()  # second TERM: no more grace
+        self.stop = self.control.stopping = True
+        if self.waiting:
+            raise _LeaveWait()
+
+    def _on_abort(self, signum, frame) -> None:
+        self.stop = self.control.stopping = True
+        if self.in_session:
+            raise AbortSession()
+        if self.waiting:
+            raise _LeaveWait()
+
+    # ---- main loop -----------------------------------------------------------
+    def run(self) -> int:
+        self.setup()
+        poller = select.epoll()
+        for fd in self.by_fd:
+            poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        poller.register(self.lifeline, select.EPOLLIN)
+        self._gossip(READY)
+        while not (self.stop or self.retire) and self.served < self.lifetime:
+            events = self._wait(poller)
+            if events is None:
+                continue
+            if any(fd == self.lifeline for fd, _ in events):
+                log.warning("supervisor gone; worker %d exits", os.getpid())
+                return 0
+            for fd, _ in events:
+                accepted = self._accept(fd)
+                if accepted:
+                    self._serve(*accepted, self.by_fd[fd])
+                    break  # back to epoll: re-check flags and lifetime first
+        log.debug("worker %d exits after %d sessions", os.getpid(), self.served)
+        return 0
+
+    def _wait(self, poller: select.epoll):
+        self.registry.heartbeat(self.slot)
+        if os.getppid() != self.ppid:
+            self.stop = True
+            return None
+        self.waiting = True
+        try:
+            if self.stop or self.retire:
+                return None
+            return poller.poll(POLL_TIMEOUT)
+        except _LeaveWait:
+            return None
+        finally:
+            self.waiting = False
+
+    def _accept(self, fd: int):
+        listener = self.by_fd.get(fd)
+        if listener is None:
+            return None
+        try:
+            return listener.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return None  # another worker was faster: fine
+        except OSError as exc:
+            if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EMFILE,
+                             errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.warning("accept failed: %s", exc)
+                time.sleep(0.05)
+                return None
+            raise
+
+    # ---- one connection ------------------------------------------------------------
+    def _serve(self, conn: socket.socket, address: tuple, listener) -> None:
+        conn.setblocking(True)
+        peer, port = peer_of(address)
+        if not self._admit(conn, peer, listener.service):
+            return
+        local, local_port = peer_of(conn.getsockname())
+        info = ConnectionInfo(peer, port, local, local_port, listener.service)
+        self._gossip(BUSY)
+        self._title("busy", peer)
+        started = time.monotonic()
+        summary = None
+        try:
+            self.in_session = True
+            summary = run_session(self.app, conn, info, self.control)
+            self.in_session = False
+        except AbortSession:
+            self.in_session = False
+            log.info("session from %s aborted", peer, extra={"peer": peer})
+        finally:
+            self.in_session = False
+            _close(conn)
+        self.served += 1
+        self.registry.mark_idle(self.slot, self.served)
+        self._gossip(IDLE)
+        self._title("idle")
+        self._log_summary(summary, info, time.monotonic() - started)
+        if summary is not None and getattr(summary, "plugin_failed", False):
+            log.warning("a plugin failed in this session; worker %d retires", os.getpid())
+            self.retire = True
+
+    def _admit(self, conn: socket.socket, peer: str, service: str) -> bool:
+        """The per-IP limit, checked atomically in the registry BEFORE the
+        greeting: over the limit -> 421 and close, the slot stays idle."""
+        refused = self.registry.mark_busy(self.slot, peer, service, self.server.max_from_ip)
+        if refused is None:
+            return True
+        log.info("refused %s: %d sessions from it already", peer, refused,
+                 extra={"peer": peer, "service": service})
+        try:
+            conn.settimeout(5)
+            conn.sendall(f"421 4.7.0 Too many connections from {peer}\r\n".encode())
+        except OSError:
+            pass
+        _close(conn)
+        return False
+
+    def _log_summary(self, summary, info: ConnectionInfo, elapsed: float) -> None:
+        if summary is None or not log.isEnabledFor(logging.INFO):
+            return
+        def get(name, default=None):
+            return getattr(summary, name, default)
+        duration = get("duration", None) or elapsed
+        log.info("session %s service=%s helo=%s from=%s rcpts=%s size=%s result=%s "
+                 "duration=%.3fs", info.peer_ip, info.service, get("helo", None) or "-",
+                 get("sender", None) or "-", get("recipients", 0), get("size", 0),
+                 get("result", "?"), duration,
+                 extra={"peer": info.peer_ip, "service": info.service,
+                        "worker": os.getpid(), "txn": get("txn_id", None)})
+
+    # ---- small helpers -----------------------------------------------------------
+    def _gossip(self, kind: bytes) -> None:
+        """Wake the supervisor at once (a burst must not wait for its tick).
+        Gossip only: a full pipe just drops it, waitpid/registry are the truth."""
+        try:
+            os.write(self.wake, kind + os.getpid().to_bytes(4, "little"))
+        except (BlockingIOError, OSError):
+            pass
+
+    def _title(self, state: str, peer: str | None = None) -> None:
+        if self.server.pretty_child:
+            _set_title(f"qsmtp: worker {state}" + (f" {peer}" if peer else ""))
+
+
+def _close(conn: socket.socket) -> None:
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
+
+
+def _die_with_parent(ppid: int) -> None:
+    """SIGTERM when the supervisor dies (a busy worker finishes its
+    transaction, then leaves); the lifeline pipe covers idle workers."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != ppid:
+        os.kill(os.getpid(), signal.SIGTERM)
