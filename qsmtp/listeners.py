@@ -69,8 +69,10 @@ def bind_all(entries: list[str], default_port: int) -> list[Listener]:
     try:
         for host, port in addresses:
             # `[::]` is dual stack unless 0.0.0.0 on the same port is also
-            # listed (then both would collide on the IPv4 side).
-            v6only = host != "::" or ("0.0.0.0", port) in addresses
+            # listed (then both would collide on the IPv4 side); a v4-mapped
+            # address can only be bound with V6ONLY off.
+            dual = host == "::" and ("0.0.0.0", port) not in addresses
+            v6only = not (dual or host.lower().startswith("::ffff:"))
             listeners.append(Listener(bind_one(host, port, v6only), DEFAULT_SERVICE,
                                       inherited=False))
     except BaseException:

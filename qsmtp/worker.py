@@ -36,6 +36,7 @@ log = logging.getLogger("qsmtp.worker")
 
 POLL_TIMEOUT = 1.0   # idle wake-up: heartbeat, flags, parent check
 HEARTBEAT_EVERY = 1.0
+ORPHAN_EXTRA = 0.5   # after grace, our own abort (the supervisor's USR1 comes first)
 PR_SET_PDEATHSIG = 1
 # Gossip to the supervisor on the shared wake pipe: one atomic 5-byte record.
 READY, BUSY, IDLE = b"R", b"B", b"I"
@@ -120,6 +121,10 @@ class Worker:
         if self.stop and self.in_session:
             raise AbortSession()  # second TERM: no more grace
         self.stop = self.control.stopping = True
+        # Our own grace deadline too: if the supervisor dies (PDEATHSIG sent
+        # this TERM) nobody else would ever end a session left open.
+        signal.signal(signal.SIGALRM, self._on_abort)
+        signal.setitimer(signal.ITIMER_REAL, self.server.grace + ORPHAN_EXTRA)
         if self.waiting:
             raise _LeaveWait()
 
@@ -207,6 +212,11 @@ class Worker:
             self.in_session = False
             _close(conn)
         self.served += 1
+        if self.stop:
+            # Leaving: stop holding the listening sockets at once, so the
+            # kernel stops queuing connections to a process that won't accept.
+            for listener in self.listeners:
+                _close(listener.sock)
         self.registry.mark_idle(self.slot, self.served)
         self._gossip(IDLE)
         self._title("idle")
