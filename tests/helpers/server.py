@@ -175,6 +175,16 @@ class Server:
             self.wait_running(timeout)
         return self
 
+    def activate(self, port: int | None = None, timeout: float = 10.0) -> socket.socket:
+        """The first connection, which makes systemd-socket-activate exec us;
+        retried while it is not listening yet."""
+        def attempt():
+            try:
+                return socket.create_connection(("127.0.0.1", port or self.port), timeout=10)
+            except ConnectionRefusedError:
+                return None
+        return wait_for(attempt, timeout, what="systemd-socket-activate listening")
+
     def run_once(self, timeout: float = 15.0) -> subprocess.CompletedProcess:
         """Run a command that is expected to exit (bad flags, --version)."""
         return subprocess.run(self.command(), capture_output=True, text=True,
