@@ -1,0 +1,290 @@
+"""The verb table: one handler per SMTP verb, plus the line-level checks
+that run before any verb (over-long lines, bare CR/LF, NUL, unknown verbs).
+
+A handler is `handler(conv, argument: str)`; it queues replies on `conv`
+(a session.Conversation) and never writes to the socket itself, so replies
+to pipelined commands leave in one send.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable
+
+from qsmtp.smtp import transfer
+from qsmtp.smtp.address import AddressError, parse_path, split_path
+from qsmtp.smtp.reader import BARE, TOO_LONG
+from qsmtp.smtp.replies import Reply
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.session import Conversation
+
+log = logging.getLogger("qsmtp.session")
+
+LINE_TOO_LONG = Reply(500, "5.5.6", "Line too long")
+BAD_LINE_END = Reply(500, "5.5.2", "Bare CR or LF in command line, not executed")
+NUL_IN_LINE = Reply(500, "5.5.2", "NUL character in command line, not executed")
+UNRECOGNIZED = Reply(500, "5.5.2", "Command unrecognized")
+BAD_SEQUENCE_HELO = Reply(503, "5.5.1", "Send HELO/EHLO first")
+NESTED_MAIL = Reply(503, "5.5.1", "Nested MAIL command")
+NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command first")
+NEED_RCPT = Reply(503, "5.5.1", "Need RCPT command first")
+MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+RCPT_SYNTAX = Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
+NO_ARGS = Reply(501, "5.5.4", "Syntax error: no arguments allowed")
+SENDER_OK = Reply(250, "2.1.0", "Sender ok")
+RCPT_OK = Reply(250, "2.1.5", "Recipient ok")
+RCPT_NOBODY = Reply(450, "4.7.1", "Recipient not accepted here, try later")
+TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients")
+TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+OK = Reply(250, "2.0.0", "Ok")
+VRFY_DEFAULT = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
+HELP = Reply(214, "2.0.0", ("qsmtp commands:",
+                            "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
+                            "See RFC 5321"))
+NO_TLS = Reply(502, "5.5.1", "STARTTLS not available")
+TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
+TLS_READY = Reply(220, "2.0.0", "Ready to start TLS")
+NO_AUTH = Reply(502, "5.5.1", "AUTH not available")
+HTTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS", "DELETE"})
+# esmtp-value: any of %d33-60 / %d62-126 (RFC 5321 4.1.2)
+_VALUE_BAD = frozenset("=") | frozenset(chr(c) for c in range(0, 33)) | {"\x7f"}
+
+
+# -- line-level checks -------------------------------------------------------
+def execute(conv: "Conversation", kind: int, line: bytes) -> None:
+    if kind == TOO_LONG:
+        return _refuse_line(conv, LINE_TOO_LONG)
+    if kind == BARE:
+        return _refuse_line(conv, BAD_LINE_END)
+    if b"\x00" in line:
+        return _refuse_line(conv, NUL_IN_LINE)
+    verb, _, raw_arg = line.partition(b" ")
+    name = verb.decode("ascii", "replace").upper()
+    handler = VERBS.get(name)
+    if handler is None:
+        return _unknown(conv, name, raw_arg)
+    handler(conv, raw_arg.decode("utf-8", "surrogateescape").strip(" "))
+
+
+def _refuse_line(conv: "Conversation", reply: Reply) -> None:
+    conv.reply(reply)
+    _count_unrecognized(conv)
+
+
+def _unknown(conv: "Conversation", verb: str, raw_arg: bytes) -> None:
+    if conv.commands_seen == 0 and verb in HTTP_VERBS:
+        log.info("session %s: %s spoke HTTP (%s); closed", conv.session.id,
+                 conv.session.conn.peer_ip, verb)
+        conv.rejected = True
+        return conv.reply(UNRECOGNIZED.with_text(None, close=True))
+    arg = raw_arg.decode("utf-8", "replace")
+    reply = conv.hook_reply("unrecognized_command", verb, arg, ok=None)
+    refused = reply is not None and not reply.positive
+    conv.reply(reply if refused else UNRECOGNIZED)
+    if not conv.closing:
+        _count_unrecognized(conv)
+
+
+def _count_unrecognized(conv: "Conversation") -> None:
+    conv.unrecognized += 1
+    if conv.unrecognized > conv.config.server.max_unrecognized:
+        conv.out.pop()
+        conv.reply(Reply(421, "4.7.0", f"{conv.me} Too many unrecognized commands, closing",
+                         close=True))
+
+
+# -- HELO / EHLO ---------------------------------------------------------------
+def do_helo(conv: "Conversation", arg: str) -> None:
+    _greeting(conv, arg, esmtp=False)
+
+
+def do_ehlo(conv: "Conversation", arg: str) -> None:
+    _greeting(conv, arg, esmtp=True)
+
+
+def _greeting(conv: "Conversation", host: str, esmtp: bool) -> None:
+    verb = "EHLO" if esmtp else "HELO"
+    if not host or " " in host:
+        return conv.reply(Reply(501, "5.5.4", f"Syntax: {verb} hostname"))
+    conv.drop_transaction()
+    ok = ehlo_reply(conv) if esmtp else Reply(250, "", conv.me)
+    reply = conv.hook_reply(verb.lower(), host, ok=ok)
+    if reply.positive:
+        conv.session.helo_host = host
+        conv.session.esmtp = esmtp
+    conv.reply(reply)
+
+
+def ehlo_reply(conv: "Conversation") -> Reply:
+    session = conv.session
+    lines = [conv.me, "PIPELINING", f"SIZE {conv.config.server.databytes}", "8BITMIME",
+             "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+    if conv.app.tls_context is not None and not session.tls:
+        lines.append("STARTTLS")
+    if session.tls and conv.app.plugins.has("auth") and not session.auth_user:
+        lines.append("AUTH PLAIN")
+    return Reply(250, "", tuple(lines))
+
+
+# -- MAIL / RCPT -------------------------------------------------------------
+def do_mail(conv: "Conversation", arg: str) -> None:
+    session = conv.session
+    if not session.helo_host:
+        return conv.reply(BAD_SEQUENCE_HELO)
+    if session.transaction is not None:
+        return conv.reply(NESTED_MAIL)
+    if arg[:5].upper() != "FROM:":
+        return conv.reply(MAIL_SYNTAX)
+    try:
+        path, rest = split_path(arg[5:].lstrip(" "))
+        params = parse_params(rest, session.esmtp)
+        refusal = _check_mail_params(conv, params)
+        if refusal is not None:
+            return conv.reply(refusal)
+        sender = parse_path(path, allow_null=True, smtputf8="SMTPUTF8" in params)
+    except AddressError as exc:
+        return conv.reply(Reply(501, "5.1.7", f"Bad sender address syntax: {exc}"))
+    except ParamError as exc:
+        return conv.reply(exc.reply)
+    txn = session.new_transaction()
+    txn.sender, txn.mail_params = sender, params
+    reply = conv.hook_reply("mail", sender, params, ok=SENDER_OK)
+    if not reply.positive:
+        conv.rejected = True
+        conv.drop_transaction()
+    else:
+        conv.summary.sender, conv.summary.recipients = sender.address, 0
+    conv.reply(reply)
+
+
+def do_rcpt(conv: "Conversation", arg: str) -> None:
+    txn = conv.session.transaction
+    if txn is None:
+        return conv.reply(NEED_MAIL)
+    if arg[:3].upper() != "TO:":
+        return conv.reply(RCPT_SYNTAX)
+    try:
+        path, rest = split_path(arg[3:].lstrip(" "))
+        params = parse_params(rest, conv.session.esmtp)
+        if params:
+            return conv.reply(Reply(555, "5.5.4", f"Unsupported parameter {next(iter(params))}"))
+        rcpt = parse_path(path, allow_null=False, allow_postmaster=True,
+                          smtputf8="SMTPUTF8" in txn.mail_params)
+    except AddressError as exc:
+        return conv.reply(Reply(501, "5.1.3", f"Bad recipient address syntax: {exc}"))
+    except ParamError as exc:
+        return conv.reply(exc.reply)
+    if len(txn.recipients) >= conv.config.server.max_recipients:
+        return conv.reply(TOO_MANY_RCPTS)
+    reply = conv.hook_reply("rcpt", rcpt, params, ok=RCPT_OK, declined=RCPT_NOBODY)
+    if reply.positive:
+        txn.recipients.append(rcpt)
+        conv.summary.recipients = len(txn.recipients)
+    else:
+        conv.rejected = True
+    conv.reply(reply)
+
+
+class ParamError(Exception):
+    def __init__(self, reply: Reply):
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+def parse_params(text: str, esmtp: bool) -> dict[str, str | None]:
+    """`KEY=VALUE KEY ...` -> {KEY: value}; keys upper-cased."""
+    params: dict[str, str | None] = {}
+    for token in text.split():
+        if not esmtp:
+            raise ParamError(Reply(555, "5.5.4", "Parameters need EHLO"))
+        key, eq, value = token.partition("=")
+        key = key.upper()
+        if not key or (eq and (not value or _VALUE_BAD.intersection(value))) \
+                or not key.isascii() or key in params:
+            raise ParamError(Reply(501, "5.5.4", f"Bad parameter {token!r}"))
+        params[key] = value if eq else None
+    return params
+
+
+def _check_mail_params(conv: "Conversation", params: dict[str, str | None]) -> Reply | None:
+    for key, value in params.items():
+        if key == "SIZE":
+            if value is None or not value.isdigit() or not value.isascii():
+                return Reply(501, "5.5.4", "Bad SIZE parameter")
+            if int(value) > conv.config.server.databytes:
+                return TOO_BIG
+        elif key == "BODY":
+            if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                return Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+        elif key == "SMTPUTF8":
+            if value is not None:
+                return Reply(501, "5.5.4", "SMTPUTF8 takes no value")
+        else:
+            return Reply(555, "5.5.4", f"Unsupported parameter {key}")
+    return None
+
+
+# -- the rest ------------------------------------------------------------------
+def do_data(conv: "Conversation", arg: str) -> None:
+    if arg:
+        return conv.reply(NO_ARGS)
+    txn = conv.session.transaction
+    if txn is None:
+        return conv.reply(NEED_MAIL)
+    if not txn.recipients:
+        return conv.reply(NEED_RCPT)
+    transfer.receive(conv)
+
+
+def do_rset(conv: "Conversation", arg: str) -> None:
+    if arg:
+        return conv.reply(NO_ARGS)
+    conv.drop_transaction()
+    conv.reply(OK)
+
+
+def do_noop(conv: "Conversation", arg: str) -> None:
+    conv.reply(conv.hook_reply("noop", ok=OK))
+
+
+def do_quit(conv: "Conversation", arg: str) -> None:
+    bye = Reply(221, "2.0.0", f"{conv.me} Bye", close=True)
+    reply = conv.hook_reply("quit", ok=bye)
+    conv.reply(reply if reply.close else reply.with_text(None, close=True))
+
+
+def do_vrfy(conv: "Conversation", arg: str) -> None:
+    if not arg:
+        return conv.reply(Reply(501, "5.5.4", "Syntax: VRFY address"))
+    conv.reply(conv.hook_reply("vrfy", arg, ok=Reply(250, "2.1.5", arg),
+                               declined=VRFY_DEFAULT))
+
+
+def do_help(conv: "Conversation", arg: str) -> None:
+    conv.reply(HELP)
+
+
+def do_starttls(conv: "Conversation", arg: str) -> None:
+    if conv.session.tls:
+        return conv.reply(TLS_ACTIVE)
+    if conv.app.tls_context is None:
+        return conv.reply(NO_TLS)
+    if arg:
+        return conv.reply(NO_ARGS)
+    conv.reply(TLS_READY)
+    transfer.start_tls(conv)
+
+
+def do_auth(conv: "Conversation", arg: str) -> None:
+    if not conv.app.plugins.has("auth"):
+        return conv.reply(NO_AUTH)
+    transfer.authenticate(conv, arg)
+
+
+Handler = Callable[["Conversation", str], None]
+VERBS: dict[str, Handler] = {
+    "EHLO": do_ehlo, "HELO": do_helo, "MAIL": do_mail, "RCPT": do_rcpt,
+    "DATA": do_data, "RSET": do_rset, "NOOP": do_noop, "QUIT": do_quit,
+    "VRFY": do_vrfy, "HELP": do_help, "STARTTLS": do_starttls, "AUTH": do_auth,
+}

@@ -1,0 +1,133 @@
+"""The received message: LF line ends, dot-unstuffed, body spooled to disk
+when large so a worker's memory does not grow with message size.
+
+`header_block` is the header section including the blank line that ends it
+(editable by plugins, e.g. headers.py renames fields); the rest is the body.
+A message without a blank line is all header. A header section that grows
+past HEADER_LIMIT without ending is not a header section: it becomes body
+and `header_block` stays empty (bounded memory against garbage).
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.parser
+import email.policy
+import tempfile
+from typing import IO, Iterator
+
+SPOOL_THRESHOLD = 1 << 20  # body bytes kept in memory before going to a file
+HEADER_LIMIT = 1 << 18
+CHUNK = 1 << 16
+
+
+class MessageBody:
+    def __init__(self, spool_threshold: int = SPOOL_THRESHOLD,
+                 spool_dir: str | None = None):
+        self.header_block = b""
+        self.headers_complete = False
+        self._head = bytearray()
+        self._chunks: list[bytes] = []
+        self._mem = 0
+        self._file: IO[bytes] | None = None
+        self._body_size = 0
+        self._threshold = spool_threshold
+        self._spool_dir = spool_dir
+
+    # -- writing (engine) --------------------------------------------------
+    def write(self, data: bytes) -> bool:
+        """Append LF-ended message bytes. Returns True when this write
+        completed the header section (the engine then runs data_headers_end)."""
+        if self.headers_complete:
+            self._write_body(data)
+            return False
+        start = max(len(self._head) - 1, 0)
+        self._head += data
+        if self._head.startswith(b"\n"):
+            end = 0  # empty header section: the message starts with the blank line
+        else:
+            end = self._head.find(b"\n\n", start)
+            if end < 0:
+                if len(self._head) > HEADER_LIMIT:
+                    self._complete_header(0)
+                    return True
+                return False
+            end += 1
+        self._complete_header(end + 1)
+        return True
+
+    def finish(self) -> bool:
+        """End of message. Returns True when the header section only ends
+        here (a message without a blank line)."""
+        if self.headers_complete:
+            return False
+        self.header_block = bytes(self._head)
+        self._head = bytearray()
+        self.headers_complete = True
+        return True
+
+    def _complete_header(self, end: int) -> None:
+        self.header_block = bytes(self._head[:end])
+        rest = bytes(self._head[end:])
+        self._head = bytearray()
+        self.headers_complete = True
+        if rest:
+            self._write_body(rest)
+
+    def _write_body(self, data: bytes) -> None:
+        if not data:
+            return
+        self._body_size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._chunks.append(data)
+        self._mem += len(data)
+        if self._mem > self._threshold:
+            self._file = tempfile.TemporaryFile(prefix="qsmtp-", dir=self._spool_dir)
+            self._file.writelines(self._chunks)
+            self._chunks, self._mem = [], 0
+
+    # -- reading (plugins) -------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.header_block) + len(self._head) + self._body_size
+
+    @property
+    def spooled(self) -> bool:
+        return self._file is not None
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        """The whole message, LF line ends: header block, then body chunks."""
+        if self.header_block:
+            yield self.header_block
+        if self._head:
+            yield bytes(self._head)
+        if self._file is None:
+            yield from self._chunks
+            return
+        self._file.flush()
+        self._file.seek(0)
+        while True:
+            chunk = self._file.read(CHUNK)
+            if not chunk:
+                break
+            yield chunk
+        self._file.seek(0, 2)
+
+    def headers(self) -> email.message.Message:
+        """The header section parsed (a fresh parse of header_block)."""
+        parser = email.parser.BytesParser(policy=email.policy.compat32)
+        return parser.parsebytes(self.header_block, headersonly=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._chunks = []
+
+    def __enter__(self) -> "MessageBody":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,210 @@
+"""Buffered socket reader: SMTP command lines and DATA framing.
+
+Line-end rules (SPEC "Precise rules", SMTP smuggling): a line ends ONLY at
+CRLF. A lone CR or LF never ends a line; a command line containing one is
+returned as BARE (the engine answers 500 5.5.2 without executing it). DATA
+ends ONLY at a line that is exactly "." (CRLF.CRLF in the stream, or ".CRLF"
+right after the DATA command); a bare CR or LF anywhere in the message marks
+it bad, but reading goes on to the real end.
+
+Everything works on whole buffers with bytes.find / count / replace: no
+per-byte Python loops. One recv() per chunk; `flush` is called before every
+recv that might block, which is what makes PIPELINING replies go out in one
+send per group of commands.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+MAX_LINE = 512  # octets, including CRLF (RFC 5321 4.5.3.1.4)
+RECV_SIZE = 65536
+# Longest run of DATA bytes without a CRLF kept in memory before it is
+# handed on (the line-start state is tracked, so this is safe).
+MAX_DATA_PENDING = 1 << 20
+STOP_POLL = 1.0  # seconds between control.stopping checks while idle
+
+LINE, TOO_LONG, BARE = 0, 1, 2
+_TLS_HANDSHAKE = 0x16
+
+
+class PeerClosed(Exception):
+    """The client closed the connection (or it broke)."""
+
+
+class ReadTimeout(Exception):
+    """No complete command line / no DATA bytes within the timeout."""
+
+
+class StopRequested(Exception):
+    """The worker is stopping and we were idle between commands."""
+
+
+class TLSOnPlainPort(Exception):
+    """The first byte of the session is a TLS handshake record."""
+
+
+@dataclass
+class DataStatus:
+    wire_size: int = 0  # octets of message on the wire, terminator excluded
+    bare_line_end: bool = False
+    too_big: bool = False
+
+
+class Reader:
+    def __init__(self, sock: socket.socket, timeout: float,
+                 flush: Callable[[], None], touch: Callable[[], None] | None = None,
+                 stopping: Callable[[], bool] | None = None):
+        self.sock = sock
+        self.timeout = float(timeout)
+        self.flush = flush
+        self.touch = touch or (lambda: None)
+        self.stopping = stopping
+        self.buf = bytearray()
+        self.watch_tls_hello = False  # set by the engine before the first command
+
+    # -- raw input ---------------------------------------------------------
+    def _recv(self, deadline: float, idle: bool = False) -> None:
+        """Append one recv() to the buffer; flushes pending replies first."""
+        self.flush()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReadTimeout()
+            poll = idle and self.stopping is not None
+            self.sock.settimeout(min(remaining, STOP_POLL) if poll else remaining)
+            try:
+                data = self.sock.recv(RECV_SIZE)
+                break
+            except socket.timeout:
+                if poll and self.stopping():
+                    raise StopRequested() from None
+            except (ConnectionError, OSError) as exc:
+                raise PeerClosed(str(exc)) from None
+        if not data:
+            raise PeerClosed("EOF")
+        if self.watch_tls_hello and not self.buf and data[0] == _TLS_HANDSHAKE:
+            raise TLSOnPlainPort()
+        self.buf += data
+        self.touch()
+
+    def discard_buffer(self) -> int:
+        """Drop everything buffered (plaintext after STARTTLS); returns count."""
+        count = len(self.buf)
+        self.buf.clear()
+        return count
+
+    def has_line(self) -> bool:
+        return self.buf.find(b"\r\n") >= 0
+
+    def peek(self, wait: float) -> bool:
+        """True when client bytes are buffered or arrive within `wait`
+        seconds; consumes nothing (for the earlytalker plugin)."""
+        if self.buf:
+            return True
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        try:
+            readable, _, _ = select.select([self.sock], [], [], max(wait, 0.0))
+        except (OSError, ValueError):
+            return False
+        if not readable:
+            return False
+        if pending is not None:
+            return True
+        try:
+            self.sock.settimeout(0.0)
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except OSError:
+            return False
+
+    # -- command lines -----------------------------------------------------
+    def read_command(self) -> tuple[int, bytes]:
+        """Next command line without its CRLF, as (LINE|TOO_LONG|BARE, line).
+
+        An over-long line is consumed up to its CRLF and returned as
+        TOO_LONG with only its first MAX_LINE octets."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            end = self.buf.find(b"\r\n", 0, MAX_LINE)
+            if end >= 0:
+                line = bytes(self.buf[:end])
+                del self.buf[:end + 2]
+                self.watch_tls_hello = False
+                if b"\r" in line or b"\n" in line:
+                    return BARE, line
+                return LINE, line
+            if len(self.buf) >= MAX_LINE:
+                return TOO_LONG, self._discard_long_line(deadline)
+            self._recv(deadline, idle=not self.buf)
+
+    def _discard_long_line(self, deadline: float) -> bytes:
+        head = bytes(self.buf[:MAX_LINE])
+        while True:
+            end = self.buf.find(b"\r\n")
+            if end >= 0:
+                del self.buf[:end + 2]
+                return head
+            # Keep a trailing CR: its LF may be the first byte of the next recv.
+            keep = 1 if self.buf.endswith(b"\r") else 0
+            del self.buf[:len(self.buf) - keep]
+            self._recv(deadline)
+
+    # -- DATA --------------------------------------------------------------
+    def read_data(self, sink: Callable[[bytes], None], limit: int) -> DataStatus:
+        """Read a message up to the line ".", handing `sink` the content
+        dot-unstuffed with LF line ends, in order. Once a bare CR/LF is seen
+        or the size passes `limit`, nothing more reaches `sink`, but the
+        message is still read to its end. Bytes after the terminator stay
+        buffered (pipelined commands)."""
+        status = DataStatus()
+        at_line_start = True  # the buffer starts at the beginning of a line
+        while True:
+            buf = self.buf
+            if at_line_start and buf.startswith(b".\r\n"):
+                del buf[:3]
+                return status
+            end = buf.find(b"\r\n.\r\n")
+            if end >= 0:
+                self._data_piece(bytes(buf[:end + 2]), at_line_start, status, sink, limit)
+                del buf[:end + 5]
+                return status
+            cut = buf.rfind(b"\r\n") + 2
+            if cut >= 2:
+                at_line_start = self._data_piece(bytes(buf[:cut]), at_line_start,
+                                                 status, sink, limit)
+                del buf[:cut]
+            elif len(buf) > MAX_DATA_PENDING:
+                cut = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+                at_line_start = self._data_piece(bytes(buf[:cut]), at_line_start,
+                                                 status, sink, limit)
+                del buf[:cut]
+            self._recv(time.monotonic() + self.timeout)
+
+    @staticmethod
+    def _data_piece(piece: bytes, at_line_start: bool, status: DataStatus,
+                    sink: Callable[[bytes], None], limit: int) -> bool:
+        """Account for and deliver one piece; returns whether it ended a line.
+        A piece never splits a CRLF, so per-piece counts add up."""
+        status.wire_size += len(piece)
+        if status.bare_line_end or status.too_big:
+            return piece.endswith(b"\r\n")
+        crlf = piece.count(b"\r\n")
+        if piece.count(b"\r") != crlf or piece.count(b"\n") != crlf:
+            status.bare_line_end = True
+            return piece.endswith(b"\r\n")
+        if status.wire_size > limit:
+            status.too_big = True
+            return piece.endswith(b"\r\n")
+        text = piece.replace(b"\r\n", b"\n") if crlf else piece
+        if at_line_start and text.startswith(b"."):
+            text = text[1:]
+        if b"\n." in text:
+            text = text.replace(b"\n.", b"\n")
+        sink(text)
+        return piece.endswith(b"\r\n")

@@ -1,0 +1,214 @@
+"""The session driver: one connection from greeting to close.
+
+`run_session` never raises to its caller (except KeyboardInterrupt /
+SystemExit) and never shows a traceback to a client: every error path ends
+in an SMTP reply with an enhanced status code, or a silent close when the
+peer is gone or is not speaking SMTP at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from qsmtp.plugins.api import HookResult
+from qsmtp.smtp import commands
+from qsmtp.smtp.reader import (PeerClosed, ReadTimeout, Reader, StopRequested,
+                               TLSOnPlainPort)
+from qsmtp.smtp.replies import Reply, decide
+from qsmtp.smtp.state import ConnectionInfo, Session
+
+log = logging.getLogger("qsmtp.session")
+DEBUG = logging.DEBUG
+
+
+class AbortSession(BaseException):
+    """Raised by the worker (from a signal handler) to end a session now.
+    A BaseException so that `except Exception` in plugins cannot eat it."""
+
+
+class SessionControl(Protocol):
+    stopping: bool
+
+    def touch(self) -> None: ...
+
+
+@dataclass
+class SessionSummary:
+    peer: str = ""
+    helo: str | None = None
+    sender: str | None = None  # of the last transaction
+    recipients: int = 0  # of the last transaction
+    size: int = 0  # octets of the last message
+    result: str = "closed"  # accepted / rejected / aborted / timeout / closed
+    messages: int = 0  # accepted
+    duration: float = 0.0
+    plugin_failed: bool = False
+
+
+class Conversation:
+    """Per-connection engine state shared by the verb handlers."""
+
+    def __init__(self, app: Any, sock: socket.socket, conn: ConnectionInfo,
+                 control: SessionControl | None):
+        self.app = app
+        self.config = app.config
+        self.me: str = app.config.server.me
+        self.sock = sock
+        self.control = control
+        self.session = Session(conn=conn, config=app.config)
+        # earlytalker asks the engine whether the client talked early.
+        self.session.peek_early_talk = self._peek  # type: ignore[attr-defined]
+        self.summary = SessionSummary(peer=conn.peer_ip, result="closed")
+        self.out: list[bytes] = []
+        self.closing = False
+        self.rejected = False
+        self.unrecognized = 0
+        self.commands_seen = 0
+        stopping = (lambda: control.stopping) if control is not None else None
+        touch = control.touch if control is not None else None
+        self.reader = Reader(sock, app.config.server.timeout, self.flush, touch, stopping)
+
+    # -- output ------------------------------------------------------------
+    def reply(self, reply: Reply) -> None:
+        self.out.append(reply.wire)
+        if reply.close:
+            self.closing = True
+
+    def flush(self) -> None:
+        """Send every queued reply in one send (PIPELINING)."""
+        if not self.out:
+            return
+        data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+        self.out.clear()
+        if log.isEnabledFor(DEBUG):
+            log.debug("session %s: S: %r", self.session.id, data)
+        self.sock.settimeout(self.config.server.timeout)
+        self.sock.sendall(data)
+
+    # -- hooks -------------------------------------------------------------
+    def hook(self, name: str, *args: Any) -> HookResult:
+        result = self.app.plugins.run(name, self.session, *args)
+        if result.failed:
+            self.summary.plugin_failed = True
+        return result
+
+    def hook_reply(self, name: str, *args: Any, ok: Reply | None,
+                   declined: Reply | None = None) -> Reply | None:
+        return decide(name, self.hook(name, *args), ok, declined)
+
+    def drop_transaction(self) -> None:
+        """Forget the current transaction (RSET, HELO/EHLO, end of DATA,
+        STARTTLS); plugins hear about it through reset_transaction."""
+        txn = self.session.transaction
+        if txn is None:
+            return
+        if txn.body is not None:
+            txn.body.close()
+        self.hook("reset_transaction")
+        self.session.transaction = None
+
+    def _peek(self, wait: float) -> bool:
+        return self.reader.peek(wait)
+
+    # -- the conversation --------------------------------------------------
+    def run(self) -> None:
+        if not self.greet():
+            return
+        self.reader.watch_tls_hello = True
+        while not self.closing:
+            if self.control is not None and self.control.stopping \
+                    and self.session.transaction is None and not self.reader.has_line():
+                self.reply(Reply(421, "4.3.2", f"{self.me} Service shutting down", close=True))
+                break
+            kind, line = self.reader.read_command()
+            if log.isEnabledFor(DEBUG):
+                log.debug("session %s: C: %r", self.session.id, line)
+            commands.execute(self, kind, line)
+            self.commands_seen += 1
+        self.flush()
+
+    def greet(self) -> bool:
+        greeting = Reply(220, "", f"{self.me} ESMTP qsmtp")
+        for hook in ("pre_connection", "connect"):
+            reply = self.hook_reply(hook, ok=greeting)
+            if not reply.positive:
+                self.rejected = True
+                if not reply.close:  # a plugin failure: no 451 greeting
+                    reply = Reply(421, "4.3.0", f"{self.me} Temporary local problem, "
+                                  "try again later", close=True)
+                self.reply(reply)
+                self.flush()
+                return False
+        self.reply(greeting)
+        return True
+
+
+def run_session(app: Any, sock: socket.socket, conn: ConnectionInfo,
+                control: SessionControl | None = None) -> SessionSummary:
+    """Serve one connection; never raises (but KeyboardInterrupt/SystemExit)."""
+    started = time.monotonic()
+    conv = Conversation(app, sock, conn, control)
+    summary = conv.summary
+    try:
+        conv.run()
+        summary.result = _outcome(conv)
+    except AbortSession:
+        summary.result = "aborted"
+        _last_words(conv, Reply(421, "4.3.2", f"{conv.me} Service shutting down"))
+    except ReadTimeout:
+        summary.result = "timeout"
+        log.info("session %s: %s timed out", conv.session.id, conn.peer_ip)
+        _last_words(conv, Reply(421, "4.4.2", f"{conv.me} Timeout"))
+    except StopRequested:
+        summary.result = _outcome(conv)
+        _last_words(conv, Reply(421, "4.3.2", f"{conv.me} Service shutting down"))
+    except TLSOnPlainPort:
+        summary.result = "rejected"
+        log.info("session %s: %s sent a TLS handshake to the plain port; closed",
+                 conv.session.id, conn.peer_ip)
+    except (PeerClosed, OSError):
+        summary.result = _outcome(conv)
+    except Exception:
+        summary.result = "aborted"
+        log.exception("session %s: internal error", conv.session.id)
+        _last_words(conv, Reply(421, "4.3.0", f"{conv.me} Internal error, closing"))
+    _finish(conv)
+    summary.duration = time.monotonic() - started
+    return summary
+
+
+def _outcome(conv: Conversation) -> str:
+    if conv.summary.messages:
+        return "accepted"
+    return "rejected" if conv.rejected else "closed"
+
+
+def _last_words(conv: Conversation, reply: Reply) -> None:
+    """Best effort: queued replies plus a final 421; the peer may be gone."""
+    conv.out.append(reply.wire)
+    try:
+        conv.sock.settimeout(5)
+        conv.flush()
+    except (OSError, AbortSession):
+        pass
+
+
+def _finish(conv: Conversation) -> None:
+    """Hooks that must always run; their results do not matter."""
+    conv.summary.helo = conv.session.helo_host
+    try:
+        conv.drop_transaction()
+        conv.hook("disconnect")
+        conv.hook("post_connection")
+    except AbortSession:
+        pass
+    except Exception:
+        log.exception("session %s: error while closing", conv.session.id)
+    try:
+        conv.sock.close()
+    except OSError:
+        pass

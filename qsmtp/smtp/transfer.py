@@ -1,0 +1,151 @@
+"""The multi-step verbs: DATA (message transfer through the DATA-stage
+hooks to the queue), STARTTLS (the socket changes under the session) and
+AUTH (a small place for it until real SASL lands)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+from qsmtp.plugins.api import Result
+from qsmtp.smtp.message import MessageBody
+from qsmtp.smtp.reader import DataStatus, LINE
+from qsmtp.smtp.replies import Reply
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.session import Conversation
+
+log = logging.getLogger("qsmtp.session")
+
+GO_AHEAD = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+BARE_IN_DATA = Reply(554, "5.6.0", "Message contains bare CR or LF; not accepted")
+TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+NO_QUEUE = Reply(451, "4.3.0", "No queue accepted the message, try again later")
+
+
+# -- DATA ----------------------------------------------------------------------
+def receive(conv: "Conversation") -> None:
+    txn = conv.session.transaction
+    reply = conv.hook_reply("data", ok=GO_AHEAD)
+    if not reply.positive:
+        conv.rejected = True
+        return conv.reply(reply)
+    conv.reply(GO_AHEAD)
+    body = txn.body = MessageBody()
+    early: list[Reply] = []  # a refusal at data_headers_end
+
+    def sink(data: bytes) -> None:
+        if not early and body.write(data):
+            _headers_end(conv, early)
+
+    status = conv.reader.read_data(sink, conv.config.server.databytes)
+    if not (status.bare_line_end or status.too_big or early) and body.finish():
+        _headers_end(conv, early)
+    conv.summary.size = status.wire_size
+    verdict = _verdict(conv, status, early)
+    if verdict.positive:
+        conv.summary.messages += 1
+        log.info("session %s: %s accepted, %d bytes, %d recipient(s)", conv.session.id,
+                 txn.id, body.size, len(txn.recipients))
+    else:
+        conv.rejected = True
+        log.info("session %s: message refused: %s", conv.session.id,
+                 verdict.wire.decode("utf-8", "replace").strip())
+    conv.reply(verdict)
+    conv.drop_transaction()
+
+
+def _headers_end(conv: "Conversation", early: list[Reply]) -> None:
+    reply = conv.hook_reply("data_headers_end", ok=None)
+    if reply is not None and not reply.positive:
+        early.append(reply)
+
+
+def _verdict(conv: "Conversation", status: DataStatus, early: list[Reply]) -> Reply:
+    if status.bare_line_end:
+        return BARE_IN_DATA
+    if status.too_big:
+        return TOO_BIG
+    if early:
+        return early[0]
+    for hook in ("data_post", "queue_pre"):
+        reply = conv.hook_reply(hook, ok=None)
+        if reply is not None and not reply.positive:
+            return reply
+    txn = conv.session.transaction
+    queued = Reply(250, "2.0.0", f"Ok: queued as {txn.id}")
+    reply = conv.hook_reply("queue", ok=queued, declined=NO_QUEUE)
+    if reply.positive:
+        conv.hook("queue_post")
+    return reply
+
+
+# -- STARTTLS ------------------------------------------------------------------
+def start_tls(conv: "Conversation") -> None:
+    """Send the 220, forget any plaintext the client pipelined after
+    STARTTLS (CVE-2011-0411), hand-shake, and forget what the client told
+    us in the clear (RFC 3207 4.2): HELO, the transaction, AUTH."""
+    conv.flush()
+    dropped = conv.reader.discard_buffer()
+    if dropped:
+        log.info("session %s: discarded %d plaintext bytes pipelined after STARTTLS",
+                 conv.session.id, dropped)
+    try:
+        conv.sock.settimeout(conv.config.server.timeout)
+        tls = conv.app.tls_context.wrap_socket(conv.sock, server_side=True,
+                                               do_handshake_on_connect=False)
+        conv.sock = conv.reader.sock = tls
+        tls.do_handshake()
+    except (ssl.SSLError, OSError) as exc:
+        log.info("session %s: TLS handshake failed: %s", conv.session.id, exc)
+        conv.closing = True
+        conv.out.clear()
+        return
+    session = conv.session
+    conv.drop_transaction()
+    session.tls = True
+    version = tls.version() or "TLS"
+    name, _, bits = tls.cipher() or ("unknown", "", 0)
+    session.tls_cipher = f"{version} with cipher {name} ({bits}/{bits} bits)"
+    session.helo_host, session.esmtp, session.auth_user = None, False, None
+
+
+# -- AUTH ----------------------------------------------------------------------
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+AUTH_BAD = Reply(535, "5.7.8", "Authentication credentials invalid")
+
+
+def authenticate(conv: "Conversation", arg: str) -> None:
+    """AUTH PLAIN through the `auth` hook (only offered inside TLS)."""
+    session = conv.session
+    mechanism, _, initial = arg.partition(" ")
+    if session.auth_user:
+        return conv.reply(Reply(503, "5.5.1", "Already authenticated"))
+    if not session.helo_host or session.transaction is not None:
+        return conv.reply(Reply(503, "5.5.1", "AUTH not allowed now"))
+    if not session.tls:
+        return conv.reply(Reply(538, "5.7.11", "Encryption required for AUTH"))
+    if mechanism.upper() != "PLAIN":
+        return conv.reply(Reply(504, "5.5.4", "Unrecognized authentication type"))
+    if not initial:
+        conv.out.append(b"334 \r\n")
+        kind, line = conv.reader.read_command()
+        initial = line.decode("ascii", "replace") if kind == LINE else ""
+        if initial == "*":
+            return conv.reply(Reply(501, "5.0.0", "Authentication cancelled"))
+    try:
+        _authzid, user, secret = base64.b64decode(initial, validate=True).split(b"\0")
+        user_s, secret_s = user.decode("utf-8"), secret.decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return conv.reply(Reply(501, "5.5.2", "Cannot decode AUTH PLAIN response"))
+    result = conv.hook("auth", "PLAIN", user_s, secret_s)
+    if result.failed:
+        return conv.reply(Reply(454, "4.7.0", "Temporary authentication failure"))
+    if result.result in (Result.OK, Result.DONE):
+        session.auth_user = user_s
+        return conv.reply(AUTH_OK)
+    conv.rejected = True
+    conv.reply(AUTH_BAD)
