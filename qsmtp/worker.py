@@ -27,10 +27,7 @@ import time
 from qsmtp import systemd
 from qsmtp.smtp.state import ConnectionInfo
 
-try:
-    from qsmtp.smtp.session import AbortSession, run_session
-except ImportError:  # TEMPORARY until the engine lands: see _stub_session
-    from qsmtp._stub_session import AbortSession, run_session  # type: ignore
+from qsmtp.smtp.session import AbortSession, run_session
 
 log = logging.getLogger("qsmtp.worker")
 
