@@ -159,6 +159,8 @@ class Server:
         for port in self.ports:
             pre += ["-l", f"127.0.0.1:{port}"]
         pre += [f"--fdname={names}", "-E", "NOTIFY_SOCKET", "-E", "PYTHONUNBUFFERED"]
+        for name in getattr(self, "extra_activate_env", ()):
+            pre += ["-E", name]
         return pre + cmd
 
     def start(self, wait: bool = True, timeout: float = 15.0) -> "Server":

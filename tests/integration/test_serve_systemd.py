@@ -49,9 +49,11 @@ def test_socket_activation_notify_and_service_name(serve):
     wait_for(lambda: srv.notify.first("STOPPING=1"), 2, what="STOPPING=1")
 
 
-def test_two_named_sockets(serve):
+def test_two_named_sockets_reload_and_watchdog(serve, monkeypatch):
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # passed on with -E below
     srv = serve(start=False, socket_activate=["smtp", "submission"], children=4,
                 idle_children=2)
+    srv.extra_activate_env = ["WATCHDOG_USEC"]
     srv.start()
     a = srv.activate()
     try:
@@ -67,3 +69,14 @@ def test_two_named_sockets(serve):
     finally:
         a.close()
     assert "systemd" in srv.log()  # the listeners line says where the sockets came from
+    wait_for(lambda: srv.notify.first("WATCHDOG=1"), 2, what="WATCHDOG=1")
+    before = len(srv.notify.messages)
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: any(t.startswith("READY=1") for t in srv.notify.texts()[before:]), 5,
+             what="READY=1 after the reload")
+    texts = srv.notify.texts()[before:]
+    reloading = [i for i, t in enumerate(texts) if t.startswith("RELOADING=1")]
+    ready = [i for i, t in enumerate(texts) if t.startswith("READY=1")]
+    assert reloading and ready and reloading[0] < ready[0], texts
+    usec = int(texts[reloading[0]].split("MONOTONIC_USEC=")[1].split()[0])
+    assert abs(usec / 1e6 - time.clock_gettime(time.CLOCK_MONOTONIC)) < 10
