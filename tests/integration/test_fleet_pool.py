@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from helpers.server import connect, wait_for
+
+QSMTPCTL = str(Path(sys.executable).with_name("qsmtpctl"))
 
 
 def states(srv) -> tuple[int, int, int]:
@@ -20,6 +26,12 @@ def test_pool_grows_with_load_and_backlogs_above_children(serve):
     srv = serve(children=15, idle_children=5, max_from_ip=0)
     wait_for(lambda: len(srv.workers()) == 5, 3, what="5 workers")
     assert states(srv) == (5, 0, 5)
+    ctl = subprocess.run([QSMTPCTL, "status", "--json", "--config", str(srv.config_path)],
+                         capture_output=True, text=True, timeout=10)
+    assert ctl.returncode == 0, ctl.stderr
+    doc = json.loads(ctl.stdout)
+    assert (doc["pool"]["workers"], doc["pool"]["idle"], doc["pool"]["max"]) == (5, 5, 15)
+    assert doc["supervisor"]["pid"] == srv.pid
 
     held = []
     try:
