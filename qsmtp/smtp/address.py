@@ -65,17 +65,20 @@ _MAX_LABEL = 63
 
 
 def parse_path(text: str, *, allow_null: bool, smtputf8: bool = False,
-               allow_postmaster: bool = False) -> Address:
+               allow_postmaster: bool | None = None) -> Address:
     """Parse a MAIL/RCPT path (the part after `FROM:`/`TO:`, without params).
 
     `allow_null`: `<>` is valid (MAIL). `allow_postmaster`: `<postmaster>`
-    without a domain is valid, any case (RCPT, RFC 5321 4.5.1). Non-ASCII
+    without a domain is valid, any case (RCPT, RFC 5321 4.5.1); by default
+    it is allowed exactly when `<>` is not (a forward-path). Non-ASCII
     is refused unless `smtputf8`. Raises AddressError."""
     if not text.startswith("<") or not text.endswith(">") or len(text) < 2:
         raise AddressError("path must be enclosed in <>")
     if not smtputf8 and not text.isascii():
         raise AddressError("non-ASCII address needs SMTPUTF8")
     inner = text[1:-1]
+    if allow_postmaster is None:
+        allow_postmaster = not allow_null
     if inner == "":
         if allow_null:
             return Address(local="", domain=None, raw=text)
