@@ -34,9 +34,8 @@ class Reply:
             match = _ENHANCED.match(text)
             if match and int(match.group(1)) == self.code // 100:
                 enhanced, rest = text[:match.end()].strip(), text[match.end():]
-        lines = tuple(line for line in (rest or "").splitlines()) or self.text
-        return Reply(self.code, enhanced, lines if lines else self.text,
-                     self.close if close is None else close)
+        lines = tuple((rest or "").splitlines()) or self.text
+        return Reply(self.code, enhanced, lines, self.close if close is None else close)
 
     @property
     def positive(self) -> bool:

@@ -68,7 +68,10 @@ class Conversation:
         self.rejected = False
         self.unrecognized = 0
         self.commands_seen = 0
-        stopping = (lambda: control.stopping) if control is not None else None
+        # Idle between commands and stopping: close now, unless a transaction
+        # is in flight (SPEC "Stop": those may finish within the grace period).
+        stopping = ((lambda: control.stopping and self.session.transaction is None)
+                    if control is not None else None)
         touch = control.touch if control is not None else None
         self.reader = Reader(sock, app.config.server.timeout, self.flush, touch, stopping)
 

@@ -4,6 +4,7 @@ engine's control interface (stopping, AbortSession), over real sockets."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 
@@ -234,3 +235,45 @@ def test_abort_session_gives_421(tmp_path):
     assert read_until_eof(sock).startswith(b"421 4.3.2")
     thread.join(5)
     assert result["summary"].result == "aborted"
+
+
+def test_stopping_lets_a_transaction_in_flight_finish(tmp_path):
+    control = Control()
+    sock, thread, result = session_pair(tmp_path, control)
+    sock.recv(1000)
+    sock.sendall(b"HELO c.test\r\nMAIL FROM:<a@c.test>\r\n")
+    time.sleep(0.2)
+    control.stopping = True
+    time.sleep(1.5)  # longer than the idle poll: still in the transaction
+    sock.sendall(b"RCPT TO:<u@example.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
+    replies = read_until_eof(sock)
+    assert b"250 2.0.0 Ok: queued" in replies
+    assert replies.endswith(b"421 4.3.2 mx.example.test Service shutting down\r\n")
+    thread.join(5)
+    assert result["summary"].messages == 1
+
+
+def test_auth_plain_through_the_auth_hook(tmp_path):
+    from test_starttls import client_context
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=localhost", "-days", "2", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server, client = start(tmp_path, plugin(hook="auth", result="OK"),
+                           **{"tls.cert": f'"{cert}"', "tls.key": f'"{key}"'})
+    client.reply()
+    client.send(b"EHLO c.test\r\n")
+    assert b"AUTH" not in b"\n".join(client.reply())  # not offered before TLS
+    assert talk(client, "AUTH PLAIN AGJvYgBzZWNyZXQ=")[0].startswith(b"538 5.7.11")
+    assert talk(client, "STARTTLS")[0].startswith(b"220 ")
+    client.sock = client_context().wrap_socket(client.sock)
+    client.send(b"EHLO c.test\r\n")
+    assert client.reply()[-1] == b"250 AUTH PLAIN"
+    assert talk(client, "AUTH LOGIN")[0].startswith(b"504 5.5.4")
+    client.send(b"AUTH PLAIN\r\n")
+    assert client.line() == b"334 \r\n"
+    client.send(b"AGJvYgBzZWNyZXQ=\r\n")
+    assert client.reply() == [b"235 2.7.0 Authentication successful"]
+    assert talk(client, "AUTH PLAIN AGJvYgBzZWNyZXQ=")[0].startswith(b"503 5.5.1")
+    client.close()
+    server.wait_session()
