@@ -202,3 +202,26 @@ def test_data_timeout():
     finally:
         left.close()
         right.close()
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_LINE = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.one_of(_LINE, st.sampled_from([b".", b"..", b".x", b""])), max_size=30),
+       cuts=st.lists(st.integers(min_value=1, max_value=50), max_size=20))
+def test_any_clean_message_round_trips_through_any_chunking(lines, cuts):
+    wire = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n"
+                    for line in lines) + b".\r\nQUIT\r\n"
+    chunks, pos = [], 0
+    for cut in cuts:
+        chunks.append(wire[pos:pos + cut])
+        pos += cut
+    chunks.append(wire[pos:])
+    rd = reader(*[c for c in chunks if c])
+    body, status = read_message(rd)
+    assert body == b"".join(line + b"\n" for line in lines)
+    assert not status.bare_line_end
+    assert rd.read_command() == (LINE, b"QUIT")
