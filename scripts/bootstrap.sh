@@ -5,12 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-venv python3-dev build-essential pkg-config libsystemd-dev
-              swaks postfix openssl systemd iproute2)
+# Package lists live in scripts/apt/: run.txt for `make run`, and with
+# --test every test-*.txt too (one list per area, so each area owns its list).
+lists=(scripts/apt/run.txt)
 if [ "${1:-}" = "--test" ]; then
-    shift
-    APT_PACKAGES+=("$@")
+    lists+=(scripts/apt/test-*.txt)
 fi
+mapfile -t APT_PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "${lists[@]}" | tr -s ' \t' '\n' | sed '/^$/d' | sort -u)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

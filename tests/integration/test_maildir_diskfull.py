@@ -18,7 +18,6 @@ from qsmtp import config as qconfig  # noqa: E402
 from qsmtp.plugins.api import Result  # noqa: E402
 from qsmtp.plugins.builtin.queue_maildir import QueueMaildir  # noqa: E402
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
 
 MESSAGE = b"Subject: test\n\n" + b"x" * 60 + b"\n"
 

@@ -165,17 +165,8 @@ def test_unanswered_dns_fails_open_within_the_plugin_timeout(tmp_path):
     assert elapsed < 5
 
 
-# -- end to end: a real `qsmtp serve` (skipped until the engine exists) ------
-def _engine_ready() -> bool:
-    try:
-        import qsmtp.cli  # noqa: F401
-        import qsmtp.smtp.session  # noqa: F401
-    except ImportError:
-        return False
-    return True
+# -- end to end: a real `qsmtp serve` ----------------------------------------
 
-
-@pytest.mark.skipif(not _engine_ready(), reason="engine / qsmtp serve not present yet")
 def test_listed_client_refused_by_a_real_server(tmp_path, dns):
     import smtplib
     import socket

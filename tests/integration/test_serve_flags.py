@@ -113,7 +113,6 @@ def test_quiet_and_debug(serve):
     assert "<7>" in debug.log() and "<6>" in debug.log()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
 def test_user_drops_supervisor_and_workers(serve):
     # pytest's tmp dirs are root-only (0700): this one must be reachable by nobody
     base = Path(tempfile.mkdtemp(prefix="qsmtp-user-"))

@@ -189,7 +189,6 @@ def test_status_watch_stops_cleanly_on_ctrl_c(conf, live):
     assert "Traceback" not in err and "Aborted" not in err
 
 
-@pytest.mark.skipif(not AS_ROOT, reason="needs root and setpriv")
 def test_status_as_nobody_names_the_group(conf, live):
     result = ctl("status", "--config", conf, user="nobody")
     assert result.returncode == 2, (result.stdout, result.stderr)

@@ -450,8 +450,6 @@ def _as_nobody(code: str) -> subprocess.CompletedProcess:
          PYTHON, "-c", code], capture_output=True, text=True, timeout=30)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                    reason="needs root and setpriv")
 def test_reader_without_group_gets_permission_error_naming_group(reg):
     code = ("import sys\nfrom qsmtp.registry import Registry, RegistryPermissionError\n"
             "try:\n    Registry.attach(sys.argv[1] if len(sys.argv) > 1 else %r)\n"
@@ -463,8 +461,6 @@ def test_reader_without_group_gets_permission_error_naming_group(reg):
     assert "permission denied (join group root)" in result.stdout
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                    reason="needs root and setpriv")
 def test_group_reader_snapshots_read_only(runtime_dir, sysv_guard):
     import grp
     gid = grp.getgrnam("nogroup").gr_gid
