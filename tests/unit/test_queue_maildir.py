@@ -55,8 +55,8 @@ def test_file_layout_is_byte_exact(tmp_path):
     assert re.fullmatch(r"\d+\.M\d+P%dQ\d+\.[^/:]+" % os.getpid(), files[0])
     data = (tmp_path / "Maildir" / "new" / files[0]).read_bytes()
     assert data == (b"Return-Path: <s@a.test>\n"
-                    b"Delivered-To: u@example.test\n"
-                    b"Delivered-To: v@example.test\n"
+                    b"Delivered-To: <u@example.test>\n"
+                    b"Delivered-To: <v@example.test>\n"
                     b"Received: from x\n\tby y; date\n" + MESSAGE)
     assert os.listdir(tmp_path / "Maildir" / "tmp") == []
     assert (tmp_path / "Maildir" / "new" / files[0]).stat().st_mode & 0o777 == 0o600

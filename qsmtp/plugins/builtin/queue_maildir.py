@@ -7,7 +7,7 @@ missing; if that fails the server refuses to start.  Each transaction becomes
 ONE file, LF line ends (the Maildir convention):
 
     Return-Path: <sender>
-    Delivered-To: rcpt1        (one per recipient, in RCPT order)
+    Delivered-To: <rcpt1>      (one per recipient, in RCPT order)
     Received: ...              (and any other header plugins added)
     <the message as received, dot-unstuffed>
 
@@ -107,7 +107,7 @@ def envelope_headers(txn: Any) -> bytes:
     """Return-Path, Delivered-To per recipient, then txn.added_headers (LF)."""
     sender = txn.sender.address if txn.sender is not None else ""
     lines = [f"Return-Path: <{sender}>"]
-    lines.extend(f"Delivered-To: {rcpt.address}" for rcpt in txn.recipients)
+    lines.extend(f"Delivered-To: <{rcpt.address}>" for rcpt in txn.recipients)
     lines.extend(txn.added_headers)
     lines.append("")
     return "\n".join(lines).encode("utf-8", "surrogateescape")
