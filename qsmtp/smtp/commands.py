@@ -67,9 +67,18 @@ def execute(conv: "Conversation", kind: int, line: bytes) -> None:
     handler(conv, raw_arg.decode("utf-8", "surrogateescape").strip(" "))
 
 
+# Malformed lines are not unknown verbs (SPEC budgets only those), but a
+# client that sends nothing else is a flood: it gets a budget of its own.
+MALFORMED_LINE_BUDGET = 20
+
+
 def _refuse_line(conv: "Conversation", reply: Reply) -> None:
     conv.reply(reply)
-    _count_unrecognized(conv)
+    conv.malformed += 1
+    if conv.malformed > MALFORMED_LINE_BUDGET:
+        conv.out.pop()
+        conv.reply(Reply(421, "4.7.0", f"{conv.me} Too many malformed command lines, closing",
+                         close=True))
 
 
 def _unknown(conv: "Conversation", verb: str, raw_arg: bytes) -> None:

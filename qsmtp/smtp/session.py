@@ -67,6 +67,7 @@ class Conversation:
         self.closing = False
         self.rejected = False
         self.unrecognized = 0
+        self.malformed = 0
         self.commands_seen = 0
         # Idle between commands and stopping: close now, unless a transaction
         # is in flight (SPEC "Stop": those may finish within the grace period).
