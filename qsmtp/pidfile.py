@@ -23,6 +23,9 @@ def read_pid(path: str) -> int | None:
 
 
 def alive(pid: int) -> bool:
+    """True while a process with this pid exists (ours or another user's)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

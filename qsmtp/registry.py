@@ -50,6 +50,8 @@ from typing import Any, Iterator
 
 import sysv_ipc
 
+from qsmtp.pidfile import alive as pid_alive
+
 log = logging.getLogger("qsmtp.registry")
 
 MAGIC = b"QSMTPREG"
@@ -131,18 +133,6 @@ def _text(raw: bytes) -> str:
 def _encode(text: str, size: int) -> bytes:
     data = text.encode("utf-8")[:size]
     return data.decode("utf-8", "ignore").encode("utf-8").ljust(size, b"\0")
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _is_qsmtp(pid: int) -> bool:
@@ -227,7 +217,7 @@ def _remove_stale(runtime_dir: str) -> None:
         shm = sysv_ipc.attach(int(data["shm_id"]), flags=sysv_ipc.SHM_RDONLY)
     ours = (shm is not None and shm.read(8) == MAGIC
             and _ipc_key("shm", shm.id) == data.get("key"))
-    if ours and _pid_alive(pid) and _is_qsmtp(pid):
+    if ours and pid_alive(pid) and _is_qsmtp(pid):
         header_pid = struct.unpack_from("<I", shm.read(HEADER_SIZE), _H_PID)[0]
         shm.detach()
         if header_pid == pid:
@@ -267,7 +257,7 @@ def _remove_orphans() -> None:
             head = shm.read(HEADER_SIZE)
             shm.detach()
             pid = struct.unpack_from("<I", head, _H_PID)[0]
-            if head[:8] != MAGIC or (_pid_alive(pid) and _is_qsmtp(pid)):
+            if head[:8] != MAGIC or (pid_alive(pid) and _is_qsmtp(pid)):
                 continue
             log.warning("removing orphaned registry of pid %d (shm %s)", pid, row["shmid"])
             sysv_ipc.remove_shared_memory(int(row["shmid"]))
@@ -438,7 +428,7 @@ class Registry:
                   timeout, holder, "; recovering" if self.owner else "; going on unlocked")
         if not self.owner:
             return False
-        if holder != os.getpid() and holder in self.worker_pids() and _pid_alive(holder):
+        if holder != os.getpid() and holder in self.worker_pids() and pid_alive(holder):
             with contextlib.suppress(OSError):
                 os.kill(holder, signal.SIGKILL)
             with contextlib.suppress(sysv_ipc.BusyError):

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import click
 
 from qsmtp.config import EX_CONFIG, Config, ConfigError, load
+from qsmtp.pidfile import alive as pid_alive  # noqa: F401  (ctl.cli imports it from here)
 
 DEFAULT_CONFIG = "/etc/qsmtp/qsmtp.toml"
 EX_OK, EX_FAIL, EX_UNREADABLE, EX_NOPERM, EX_SOFTWARE = 0, 1, 2, 77, 70
@@ -65,18 +66,6 @@ def attach():
         fail(str(exc), EX_FAIL)
     except RegistryPermissionError as exc:
         fail(str(exc), EX_UNREADABLE)
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def signal_supervisor(pid: int, signum: int, what: str) -> None:
