@@ -28,6 +28,7 @@ import ipaddress
 from typing import Any
 
 from qsmtp.plugins.api import DENY, OK, Plugin, PluginError
+from qsmtp.plugins.builtin._dns import ip_in
 
 REFUSED = (DENY, "5.7.1 Relaying denied")
 ACCEPTED = (OK, None)
@@ -59,13 +60,7 @@ class Relay(Plugin):
         return self.decide(recipient, session.relay_client or bool(session.auth_user))
 
     def is_client_ip(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if addr.version == 6 and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self.networks)
+        return ip_in(ip, self.networks)
 
     def decide(self, rcpt: Any, client: bool):
         if rcpt.domain is None:
