@@ -111,6 +111,16 @@ def _check_networks(entries: list[str]) -> str | None:
     return None
 
 
+def _check_services(entries: list[str]) -> str | None:
+    for entry in entries:
+        if entry.startswith(":"):
+            if not entry[1:].isdigit() or not 0 < int(entry[1:]) < 65536:
+                return f"not a port (':587'): {entry!r}"
+        elif not entry or not entry.isprintable() or " " in entry:
+            return f"not a listener name: {entry!r}"
+    return None
+
+
 def _check_domains(entries: list[str]) -> str | None:
     for entry in entries:
         name = entry.lstrip(".")
@@ -194,6 +204,20 @@ SETTINGS: tuple[Setting, ...] = (
     # [tls]
     Setting("tls", "cert", str, "", "PEM certificate chain; STARTTLS needs cert and key."),
     Setting("tls", "key", str, "", "PEM private key."),
+    # [auth] -- SMTP AUTH (the backends are `auth_*` plugins with an `auth` hook)
+    Setting("auth", "plaintext_services", list, [],
+            "Listeners where AUTH is offered without TLS: systemd FileDescriptorName "
+            "names (self-bound listeners are named 'smtp') or local ports as ':587'. "
+            "Elsewhere AUTH needs STARTTLS first (538 5.7.11).", check=_check_services),
+    Setting("auth", "max_failures", int, 5,
+            "Failed AUTH attempts per client IP (IPv6: per /64) within failure_window, "
+            "counted across all workers; then AUTH gets 421 4.7.0 and the connection "
+            "closes. 0 turns the limit off.", check=at_least(0)),
+    Setting("auth", "failure_window", int, 900,
+            "Seconds a failed AUTH attempt is remembered.", check=at_least(1)),
+    Setting("auth", "failure_delay", int, 2,
+            "Seconds to wait before answering a failed AUTH with 535.",
+            check=between(0, 60)),
 )
 
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable
 
-from qsmtp.smtp import transfer
+from qsmtp.smtp import auth, transfer
 from qsmtp.smtp.address import AddressError, parse_path, split_path
 from qsmtp.smtp.reader import BARE, TOO_LONG
 from qsmtp.smtp.replies import Reply
@@ -131,8 +131,8 @@ def ehlo_reply(conv: "Conversation") -> Reply:
              "ENHANCEDSTATUSCODES", "SMTPUTF8"]
     if conv.app.tls_context is not None and not session.tls:
         lines.append("STARTTLS")
-    if session.tls and conv.app.plugins.has("auth") and not session.auth_user:
-        lines.append("AUTH PLAIN")
+    if auth.offered(conv):
+        lines.append(auth.ADVERTISED)
     return Reply(250, "", tuple(lines))
 
 
@@ -226,6 +226,10 @@ def _check_mail_params(conv: "Conversation", params: dict[str, str | None]) -> R
         elif key == "BODY":
             if value is None or value.upper() not in ("7BIT", "8BITMIME"):
                 return Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+        elif key == "AUTH":
+            # RFC 4954 5: accepted; the submitter's identity is not trusted.
+            if value is None:
+                return Reply(501, "5.5.4", "AUTH needs a value")
         elif key == "SMTPUTF8":
             if value is not None:
                 return Reply(501, "5.5.4", "SMTPUTF8 takes no value")
@@ -288,7 +292,7 @@ def do_starttls(conv: "Conversation", arg: str) -> None:
 def do_auth(conv: "Conversation", arg: str) -> None:
     if not conv.app.plugins.has("auth"):
         return conv.reply(NO_AUTH)
-    transfer.authenticate(conv, arg)
+    auth.authenticate(conv, arg)
 
 
 Handler = Callable[["Conversation", str], None]

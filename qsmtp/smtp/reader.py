@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 MAX_LINE = 512  # octets, including CRLF (RFC 5321 4.5.3.1.4)
+MAX_AUTH_LINE = 12288  # AUTH command and SASL responses (RFC 4954 4)
 RECV_SIZE = 65536
 # Longest run of DATA bytes without a CRLF kept in memory before it is
 # handed on (the line-start state is tracked, so this is safe).
@@ -124,14 +125,15 @@ class Reader:
             return False
 
     # -- command lines -----------------------------------------------------
-    def read_command(self) -> tuple[int, bytes]:
+    def read_command(self, limit: int = MAX_LINE) -> tuple[int, bytes]:
         """Next command line without its CRLF, as (LINE|TOO_LONG|BARE, line).
 
-        An over-long line is consumed up to its CRLF and returned as
-        TOO_LONG with only its first MAX_LINE octets."""
+        `limit` counts the CRLF; an AUTH command line may be MAX_AUTH_LINE
+        long (its initial response).  An over-long line is consumed up to
+        its CRLF and returned as TOO_LONG with only its first `limit` octets."""
         deadline = time.monotonic() + self.timeout
         while True:
-            end = self.buf.find(b"\r\n", 0, MAX_LINE)
+            end = self.buf.find(b"\r\n", 0, limit)
             if end >= 0:
                 line = bytes(self.buf[:end])
                 del self.buf[:end + 2]
@@ -139,12 +141,15 @@ class Reader:
                 if b"\r" in line or b"\n" in line:
                     return BARE, line
                 return LINE, line
-            if len(self.buf) >= MAX_LINE:
-                return TOO_LONG, self._discard_long_line(deadline)
+            if len(self.buf) >= limit:
+                if limit < MAX_AUTH_LINE and self.buf[:5].upper() == b"AUTH ":
+                    limit = MAX_AUTH_LINE
+                    continue
+                return TOO_LONG, self._discard_long_line(deadline, limit)
             self._recv(deadline, idle=not self.buf)
 
-    def _discard_long_line(self, deadline: float) -> bytes:
-        head = bytes(self.buf[:MAX_LINE])
+    def _discard_long_line(self, deadline: float, limit: int = MAX_LINE) -> bytes:
+        head = bytes(self.buf[:limit])
         while True:
             end = self.buf.find(b"\r\n")
             if end >= 0:

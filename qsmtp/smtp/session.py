@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from qsmtp.plugins.api import HookResult
-from qsmtp.smtp import commands
+from qsmtp.smtp import auth, commands
 from qsmtp.smtp.reader import (PeerClosed, ReadTimeout, Reader, StopRequested,
                                TLSOnPlainPort)
 from qsmtp.smtp.replies import Reply, decide
@@ -130,7 +130,7 @@ class Conversation:
                 break
             kind, line = self.reader.read_command()
             if log.isEnabledFor(DEBUG):
-                log.debug("session %s: C: %r", self.session.id, line)
+                log.debug("session %s: C: %r", self.session.id, auth.redact(line))
             commands.execute(self, kind, line)
             self.commands_seen += 1
         self.flush()

@@ -1,18 +1,14 @@
 """The multi-step verbs: DATA (message transfer through the DATA-stage
-hooks to the queue), STARTTLS (the socket changes under the session) and
-AUTH (a small place for it until real SASL lands)."""
+hooks to the queue), STARTTLS (the socket changes under the session). AUTH is in auth.py."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import ssl
 from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import Result
 from qsmtp.smtp.message import MessageBody
-from qsmtp.smtp.reader import DataStatus, LINE
+from qsmtp.smtp.reader import DataStatus
 from qsmtp.smtp.replies import Reply
 
 if TYPE_CHECKING:
@@ -111,41 +107,4 @@ def start_tls(conv: "Conversation") -> None:
     name, _, bits = tls.cipher() or ("unknown", "", 0)
     session.tls_cipher = f"{version} with cipher {name} ({bits}/{bits} bits)"
     session.helo_host, session.esmtp, session.auth_user = None, False, None
-
-
-# -- AUTH ----------------------------------------------------------------------
-AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
-AUTH_BAD = Reply(535, "5.7.8", "Authentication credentials invalid")
-
-
-def authenticate(conv: "Conversation", arg: str) -> None:
-    """AUTH PLAIN through the `auth` hook (only offered inside TLS)."""
-    session = conv.session
-    mechanism, _, initial = arg.partition(" ")
-    if session.auth_user:
-        return conv.reply(Reply(503, "5.5.1", "Already authenticated"))
-    if not session.helo_host or session.transaction is not None:
-        return conv.reply(Reply(503, "5.5.1", "AUTH not allowed now"))
-    if not session.tls:
-        return conv.reply(Reply(538, "5.7.11", "Encryption required for AUTH"))
-    if mechanism.upper() != "PLAIN":
-        return conv.reply(Reply(504, "5.5.4", "Unrecognized authentication type"))
-    if not initial:
-        conv.out.append(b"334 \r\n")
-        kind, line = conv.reader.read_command()
-        initial = line.decode("ascii", "replace") if kind == LINE else ""
-        if initial == "*":
-            return conv.reply(Reply(501, "5.0.0", "Authentication cancelled"))
-    try:
-        _authzid, user, secret = base64.b64decode(initial, validate=True).split(b"\0")
-        user_s, secret_s = user.decode("utf-8"), secret.decode("utf-8")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return conv.reply(Reply(501, "5.5.2", "Cannot decode AUTH PLAIN response"))
-    result = conv.hook("auth", "PLAIN", user_s, secret_s)
-    if result.failed:
-        return conv.reply(Reply(454, "4.7.0", "Temporary authentication failure"))
-    if result.result in (Result.OK, Result.DONE):
-        session.auth_user = user_s
-        return conv.reply(AUTH_OK)
-    conv.rejected = True
-    conv.reply(AUTH_BAD)
+    session.notes.pop("auth_mechanism", None)

@@ -54,6 +54,7 @@ def write_config(tmp: pathlib.Path, overrides: dict[str, str] | None = None,
                  drop: tuple[str, ...] = (), extra: str = "") -> str:
     tables = {section: dict(keys) for section, keys in BASE.items() if section not in drop}
     tables.setdefault("queue", {})["path"] = f'"{tmp / "maildir"}"'
+    tables.setdefault("server", {}).setdefault("state_dir", f'"{tmp / "state"}"')
     for name, value in (overrides or {}).items():
         section, _, key = name.partition(".")
         tables.setdefault(section, {})[key] = value
