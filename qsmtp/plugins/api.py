@@ -3,7 +3,8 @@
 A plugin is a class deriving from `Plugin`. Methods named `hook_<name>` are
 registered automatically (hook names use `_` where qpsmtpd used `-`:
 `hook_pre_connection`). A hook returns a `Result`, a `(Result, message)` pair,
-or None (same as DECLINED). Options come from the plugin's `[[plugins]]` table
+or None (same as DECLINED); a `HookResult(DENY, "5.7.1 text", code=552)`
+when a refusal needs a reply code other than its stage's default. Options come from the plugin's `[[plugins]]` table
 and are declared in `options`; unknown or ill-typed options fail at load time.
 
     class Greeter(Plugin):
@@ -46,6 +47,9 @@ class HookResult:
     # True when the plugin raised or overran its budget: 451 4.3.0 at any
     # stage, and the worker retires after the session.
     failed: bool = False
+    # A refusal's reply code when the stage default isn't the right one
+    # (552 for a virus at DATA); ignored unless of the refusal's class.
+    code: int | None = None
 
     @classmethod
     def of(cls, value: Any) -> "HookResult":

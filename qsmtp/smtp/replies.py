@@ -6,6 +6,7 @@ Static replies are built once as bytes (`Reply.wire`).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -96,7 +97,8 @@ def decide(hook: str, hook_result: HookResult, ok: Reply | None,
     `ok` is the stage's success reply (None: carry on silently); `declined`
     the default when no plugin decided (defaults to `ok`; RCPT passes its
     fail-closed 450). A plugin failure is always 451 4.3.0. The plugin's
-    message replaces the default text, its enhanced code the default one."""
+    message replaces the default text, its enhanced code the default one,
+    and its `code` the reply code when of the same class (552 for 554)."""
     result = hook_result.result
     if hook_result.failed:
         return PLUGIN_FAILED
@@ -107,4 +109,7 @@ def decide(hook: str, hook_result: HookResult, ok: Reply | None,
             return ok
         return ok.with_text(hook_result.message)
     refusal = REFUSALS[(STAGE_OF_HOOK[hook], result)]
+    code = hook_result.code
+    if code is not None and code // 100 == refusal.code // 100 and 400 <= code < 600:
+        refusal = dataclasses.replace(refusal, code=code)
     return refusal.with_text(hook_result.message) if hook_result.message else refusal

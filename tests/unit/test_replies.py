@@ -70,3 +70,13 @@ def test_plugin_message_and_enhanced_code():
     queued = Reply(250, "2.0.0", "Ok: queued as 1")
     reply = decide("queue", HookResult(Result.OK, "2.0.0 Ok: queued as X"), queued)
     assert reply.wire == b"250 2.0.0 Ok: queued as X\r\n"
+
+
+def test_plugin_reply_code_of_the_same_class():
+    virus = HookResult(Result.DENY, "5.7.1 Virus found: X", code=552)
+    assert decide("data_post", virus, None).wire == b"552 5.7.1 Virus found: X\r\n"
+    assert decide("data_post", HookResult(Result.DENY, code=550), None).code == 550
+    # A code of another class (or out of range) is ignored: the table decides.
+    assert decide("data_post", HookResult(Result.DENYSOFT, code=552), None).code == 451
+    assert decide("data_post", HookResult(Result.DENY, code=599 + 100), None).code == 554
+    assert decide("connect", HookResult(Result.DENY, code=521), None).close
