@@ -154,7 +154,11 @@ class FleetMixin:
             return
         log.warning("worker %d died (%s) after %.1fs", rec.pid, how, age,
                     extra={"worker": rec.pid})
-        self.throttle.record_exit(age, time.time())
+        # The back-off is for workers dying before they reach their accept
+        # loop (broken plugin, missing file).  One killed in service (kill -9,
+        # OOM killer), however young, is replaced at once.
+        if not rec.ready:
+            self.throttle.record_exit(age, time.time())
 
     def _check_heartbeats(self) -> None:
         """A worker silent for 2 x timeout is wedged (a hook in C, a stopped
