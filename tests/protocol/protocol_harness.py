@@ -6,6 +6,7 @@ Also the transcript format (tests/protocol/transcripts/*.txt):
     # comment
     @ server.databytes = 2000     config override (TOML value), before any C:/S:
     @drop relay                   leave a section out of the config
+    @plugin mod:Class           add a [[plugins]] entry (module or builtin name)
     C: EHLO x                     client line, CRLF appended
     C< raw\\r\\nbytes              client bytes as written (no CRLF appended)
     S: 250[- ]                    next reply line must match (re.match); ends in CRLF
@@ -145,6 +146,7 @@ class Client:
 class Transcript:
     overrides: dict[str, str] = field(default_factory=dict)
     drop: list[str] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
     steps: list[tuple[str, str]] = field(default_factory=list)
     message: list[str] | None = None
 
@@ -154,7 +156,9 @@ def parse_transcript(path: pathlib.Path) -> Transcript:
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not raw.strip() or raw.startswith("#"):
             continue
-        if raw.startswith("@drop "):
+        if raw.startswith("@plugin "):
+            script.plugins.append(raw[8:].strip())
+        elif raw.startswith("@drop "):
             script.drop.append(raw[6:].strip())
         elif raw.startswith("@ "):
             name, _, value = raw[2:].partition("=")
@@ -167,3 +171,7 @@ def parse_transcript(path: pathlib.Path) -> Transcript:
         else:
             raise ValueError(f"{path.name}:{number}: cannot parse {raw!r}")
     return script
+
+
+def plugins_toml(names: list[str]) -> str:
+    return "".join(f'\n[[plugins]]\nname = "{name}"\n' for name in names)

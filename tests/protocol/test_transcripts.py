@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from protocol_harness import Client, Server, parse_transcript, unescape, write_config
+from protocol_harness import (Client, Server, parse_transcript, plugins_toml, unescape,
+                              write_config)
 
 HERE = pathlib.Path(__file__).parent
 TRANSCRIPTS = sorted((HERE / "transcripts").glob("*.txt"))
@@ -18,7 +19,8 @@ _TRACE = re.compile(rb"\A(?:(?:Return-Path|Delivered-To|Received):[^\n]*\n(?:[ \
 @pytest.mark.parametrize("path", TRANSCRIPTS, ids=[p.stem for p in TRANSCRIPTS])
 def test_transcript(path: pathlib.Path, tmp_path: pathlib.Path) -> None:
     script = parse_transcript(path)
-    server = Server(write_config(tmp_path, script.overrides, tuple(script.drop)))
+    server = Server(write_config(tmp_path, script.overrides, tuple(script.drop),
+                                 extra=plugins_toml(script.plugins)))
     client = Client(server.port)
     pending: list[bytes] = []
     try:
