@@ -27,6 +27,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The container test's systemd-nspawn: pinned to the host's systemd version
+# (else apt would upgrade the host's systemd) and without recommends (else
+# libnss-mymachines, which edits /etc/nsswitch.conf).
+if [ "${1:-}" = "--test" ] && ! dpkg-query -W -f='${Status}' systemd-container 2>/dev/null | grep -q "install ok installed"; then
+    pin="systemd-container=$(dpkg-query -W -f='${Version}' systemd)"
+    echo "bootstrap: installing $pin" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$pin" >/dev/null
+fi
+
 VENV=.venv
 stamp="$VENV/.stamp-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
