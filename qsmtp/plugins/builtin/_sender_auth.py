@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import email.utils
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ AUTHRES_OPTIONS = {
 }
 # Debian's `publicsuffix` package (a runtime dependency of the dmarc plugin).
 PSL_PATH = "/usr/share/publicsuffix/public_suffix_list.dat"
+_PSL_CACHE: dict[tuple[str, int], "PublicSuffixList"] = {}
 
 
 @dataclass
@@ -134,9 +136,13 @@ class PublicSuffixList:
 
     @classmethod
     def load(cls, plugin_name: str, path: str) -> "PublicSuffixList":
+        """Parsed once per (path, mtime): a reload re-reads an updated list."""
         try:
-            with open(path, encoding="utf-8") as handle:
-                psl = cls(handle.read().splitlines())
+            stamp = (path, os.stat(path).st_mtime_ns)
+            psl = _PSL_CACHE.get(stamp)
+            if psl is None:
+                with open(path, encoding="utf-8") as handle:
+                    psl = _PSL_CACHE[stamp] = cls(handle.read().splitlines())
         except OSError as exc:
             raise PluginError(plugin_name, "psl_file", f"{path}: {exc.strerror} "
                               "(install Debian's publicsuffix package)") from None
