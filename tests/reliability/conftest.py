@@ -69,3 +69,18 @@ def fleet(tmp_path, monkeypatch):
         if bad:
             problems.append("server log:\n" + "\n".join(bad[:20]))
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def tls_toml(tmp_path_factory):
+    """A [tls] section with a fresh self-signed certificate (openssl)."""
+    import subprocess
+
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-subj", "/CN=localhost", "-days", "2", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    os.chmod(where, 0o755)
+    os.chmod(key, 0o644)  # the daemon may run as nobody in the privilege tests
+    return f'\n[tls]\ncert = "{cert}"\nkey = "{key}"\n'
