@@ -110,7 +110,7 @@ def test_slowloris_one_address_limited_others_served(fleet):
     attack.join(TIMEOUT * 4)
     assert not attack.is_alive()
     assert max(waits) < 1.0, f"good client waited {max(waits):.2f}s"
-    assert held <= 5, f"{held} sessions from one address (max_from_ip 5)"
+    assert 1 <= held <= 5, f"{held} sessions from one address (max_from_ip 5)"
     assert attack.refused >= count - 5 - 2, (attack.refused, attack.timed_out, attack.other)
     assert attack.timed_out >= 1 and max(attack.cut_after) < TIMEOUT + DRIP + 1.5, (
         attack.timed_out, attack.cut_after)
