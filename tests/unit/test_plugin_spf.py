@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from helpers.dns_server import DnsServer
 from helpers.fakes import addr, make_session
@@ -97,6 +99,20 @@ def test_temperror_on_servfail_and_silence(dns):
         assert result is Result.DECLINED  # default: note only
 
 
+def test_whole_evaluation_is_bounded_by_timeout(dns):
+    # The include is never answered: without the overall budget the lookup
+    # would wait dns_timeout (2 s); `timeout` caps it.
+    records = {"slow.test": {"TXT": ["v=spf1 include:i1.test include:i2.test -all"]}}
+    with DnsServer(records, drop=["i1.test", "i2.test"]) as slow:
+        started = time.monotonic()
+        result, sess = mail(plugin(slow, dns_timeout=2.0, timeout=0.3,
+                                   temperror_action="denysoft"), "a@slow.test")
+        elapsed = time.monotonic() - started
+    assert sess.transaction.notes["spf"].result == "temperror"
+    assert result[0] is Result.DENYSOFT
+    assert elapsed < 0.9, elapsed
+
+
 def test_null_sender_checks_the_helo_name(dns):
     p = plugin(dns)
     result, sess = mail(p, "", helo="helo.good.test")
@@ -154,7 +170,8 @@ def test_queries_go_only_to_the_configured_server(dns):
 
 @pytest.mark.parametrize("opts", [{"fail_action": "explode"}, {"headers": ["x-spf"]},
                                   {"nameservers": ["resolver.test"]}, {"dns_port": 0},
-                                  {"headers": "received-spf"}, {"bogus": 1}])
+                                  {"headers": "received-spf"}, {"bogus": 1},
+                                  {"timeout": 0}])
 def test_bad_options(dns, opts):
     with pytest.raises(PluginError):
         plugin(dns, **opts)

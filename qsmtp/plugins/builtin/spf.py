@@ -20,6 +20,9 @@ Options:
 - `permerror_action` (default `note`): a broken SPF record.
 - `temperror_action` (default `note`): DNS trouble; `denysoft` asks the
   client to retry (RFC 7208 8.6 allows either).
+- `timeout` (float seconds, default 10): the whole SPF evaluation, all
+  its lookups (up to 10 DNS-querying mechanisms, RFC 7208 4.6.4) included;
+  past it the result is `temperror`.  Keep it below `server.hook_timeout`.
 - `headers` (list, default `["received-spf", "authentication-results"]`):
   which result headers to add; `[]` for none.
 - `authserv_id`: see _sender_auth.
@@ -37,6 +40,7 @@ qpsmtpd mapping: `sender_permitted_from reject N`: 1 -> all actions
 from __future__ import annotations
 
 import contextvars
+import time
 from typing import Any
 
 from qsmtp.plugins.api import Option, Plugin, PluginError
@@ -50,8 +54,8 @@ HEADERS = ("received-spf", "authentication-results")
 _CODES = {"fail": ("5.7.23", "4.7.24"), "softfail": ("5.7.23", "4.7.24"),
           "neutral": ("5.7.23", "4.7.24"), "none": ("5.7.23", "4.7.24"),
           "permerror": ("5.7.24", "4.7.24"), "temperror": ("5.7.24", "4.7.24")}
-# The resolver of the plugin whose check is running.  pyspf calls the module
-# global spf.DNSLookup; while our check runs, that goes to our resolver.
+# (resolver, deadline) of the plugin whose check is running.  pyspf calls the
+# module global spf.DNSLookup; while our check runs, that goes to our resolver.
 _RESOLVER: contextvars.ContextVar[Any] = contextvars.ContextVar("qsmtp_spf_resolver",
                                                                   default=None)
 
@@ -65,6 +69,7 @@ class Spf(Plugin):
         "neutral_action": Option(str, "note", "neutral / none", choices=ACTIONS),
         "permerror_action": Option(str, "note", "broken SPF record", choices=ACTIONS),
         "temperror_action": Option(str, "note", "DNS trouble", choices=ACTIONS),
+        "timeout": Option(float, 10.0, "seconds for the whole SPF evaluation"),
         "headers": Option(list, list(HEADERS), "result headers to add"),
         **AUTHRES_OPTIONS,
         **_dns.DNS_OPTIONS,
@@ -78,6 +83,8 @@ class Spf(Plugin):
         bad = [h for h in self.opts.headers if h not in HEADERS]
         if bad:
             raise PluginError(self.name, "headers", f"{bad!r}: want some of {', '.join(HEADERS)}")
+        if self.opts.timeout <= 0:
+            raise PluginError(self.name, "timeout", "must be > 0")
         self.resolver = _dns.make_resolver(self)
         _install_lookup(spf)
 
@@ -85,8 +92,8 @@ class Spf(Plugin):
         """pyspf query object, result, explanation."""
         import spf
         query = spf.query(i=ip, s=sender, h=helo, receiver=self.config.server.me,
-                          timeout=self.opts.dns_timeout)
-        token = _RESOLVER.set(self.resolver)
+                          timeout=self.opts.dns_timeout, querytime=self.opts.timeout)
+        token = _RESOLVER.set((self.resolver, time.monotonic() + self.opts.timeout))
         try:
             result, _code, explanation = query.check()
         finally:
@@ -145,23 +152,28 @@ def _install_lookup(spf_module: Any) -> None:
     original = spf_module.DNSLookup
 
     def lookup(name: str, qtype: str, strict: bool = True, timeout: float = 30) -> list:
-        resolver = _RESOLVER.get()
-        if resolver is None:  # someone else's pyspf use in this process
+        current = _RESOLVER.get()
+        if current is None:  # someone else's pyspf use in this process
             return original(name, qtype, strict, timeout)
-        return _lookup(spf_module, resolver, name, qtype)
+        resolver, deadline = current
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise spf_module.TempError("DNS: SPF evaluation ran out of time")
+        return _lookup(spf_module, resolver, name, qtype, left)
 
     lookup.qsmtp = True  # type: ignore[attr-defined]
     spf_module.DNSLookup = lookup
 
 
-def _lookup(spf_module: Any, resolver: Any, name: str, qtype: str) -> list:
+def _lookup(spf_module: Any, resolver: Any, name: str, qtype: str, left: float) -> list:
     """pyspf's DNSLookup contract: [((name, type), value)], [] for no data,
     spf.TempError when DNS can't answer now."""
     import dns.exception
     import dns.rdatatype
     import dns.resolver
     try:
-        answer = resolver.resolve(name, qtype, search=False, raise_on_no_answer=False)
+        answer = resolver.resolve(name, qtype, search=False, raise_on_no_answer=False,
+                                  lifetime=min(resolver.lifetime, left))
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
     except dns.exception.DNSException as exc:
