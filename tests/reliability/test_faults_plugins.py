@@ -56,22 +56,19 @@ class Bystander(threading.Thread):
         assert self.failed == [] and self.ok > 0, (self.ok, self.failed[:3])
 
 
-def worker_of(srv, port: int) -> int:
-    """The worker serving the client whose local port is `port`."""
-    for worker in srv.snapshot()["workers"]:
-        if worker["state"] == "busy" and worker["peer"] == "127.0.0.1":
-            return worker["pid"]
-    raise AssertionError("no busy worker")
+FAULTY = "127.0.0.4"  # the faulty sessions' address: its worker is easy to find
 
 
 def open_rcpt(srv, local: str) -> tuple[Raw, int, bytes, float]:
-    client = Raw(srv.port, timeout=15)
+    """A session from FAULTY up to RCPT <local@...>: (client, worker pid, reply, secs)."""
+    client = Raw(srv.port, timeout=15, source=FAULTY)
     assert code(client.reply()) == 220
     assert code(client.cmd("EHLO fault.test")) == 250
     assert code(client.cmd("MAIL FROM:<a@outside.test>")) == 250
+    (pid,) = [w["pid"] for w in srv.snapshot()["workers"] if w["peer"] == FAULTY]
     t0 = time.monotonic()
     reply = client.cmd(f"RCPT TO:<{local}@example.test>")
-    return client, 0, reply, time.monotonic() - t0
+    return client, pid, reply, time.monotonic() - t0
 
 
 def busy_pids(srv) -> set[int]:
@@ -85,8 +82,7 @@ def test_hanging_and_raising_hooks_451_worker_recycled(fleet):
     rounds, timings = scale(3, 50), []
     for _ in range(rounds):
         for local in ("hang", "raise"):
-            before = {w["pid"] for w in srv.snapshot()["workers"]}
-            client, _, reply, took = open_rcpt(srv, local)
+            client, pid, reply, took = open_rcpt(srv, local)
             assert reply.startswith(b"451 4.3.0"), reply
             timings.append(took) if local == "hang" else None
             assert took < 3, f"{local}: {took:.1f}s"
@@ -98,8 +94,8 @@ def test_hanging_and_raising_hooks_451_worker_recycled(fleet):
             client.close()
             TALLY.add(f"faults.plugin_{local}")
             # that worker retires after its session (plugin_failed)
-            wait_for(lambda: not (before - {w["pid"] for w in srv.snapshot()["workers"]
-                                            if alive(w["pid"])}) == set(), 3,
+            wait_for(lambda: not alive(pid) and pid not in
+                     {w["pid"] for w in srv.snapshot()["workers"]}, 3,
                      what="the worker that saw the failure retired")
     bystander.finish()
     TALLY.note("plugin_hang_451_after_s", round(max(timings), 2))
