@@ -155,3 +155,19 @@ def test_garbage_key_file_fails_at_load(dns, tmp_path):
     with pytest.raises(PluginError, match="not an RSA private key"):
         Dkim(CONFIG, "dkim", {"sign": [{"domain": "a.test", "selector": "s",
                                         "key": str(bad)}], **dns.options()})
+
+
+@pytest.mark.parametrize("message, result", [
+    (b"no colon in this header line\n\nbody\n", "none"),  # dkimpy can't parse it
+    (b"DKIM-Signature: garbage\nno colon either\n\nbody\n", "permerror"),
+    (b"DKIM-Signature: v=1; a=rsa-sha256; d=example.test\nFrom: a@example.test\n\nb\n",
+     "permerror"),  # required tags missing
+    (b"From: <a@example.test>\nDKIM-Signature: v=1; a=rsa-sha999; d=example.test; s=s1; "
+     b"h=from; bh=AA==; b=AA==\n\nb\n", "permerror"),
+])
+def test_malformed_messages_and_signatures_never_raise(dns, key, message, result):
+    hook_result, txn = verify(plugin(dns, key), message)
+    assert hook_result in (None, Result.DECLINED)
+    assert f"dkim={result}" in txn.added_headers[0]
+    sess = make_session(CONFIG, message=message, auth_user="alice")
+    assert plugin(dns, key).hook_data_post(sess) is None  # signing: skipped, no error

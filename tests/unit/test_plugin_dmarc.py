@@ -166,3 +166,11 @@ def test_must_come_after_spf_and_dkim(dns, tmp_path):
 def test_bad_options(dns, opts):
     with pytest.raises(PluginError):
         plugin(dns, **opts)
+
+
+def test_internationalised_from_domain_is_looked_up_as_a_labels(dns):
+    with DnsServer({"_dmarc.xn--bcher-kva.test": {"TXT": ["v=DMARC1; p=reject"]}}) as idn:
+        sess = make_session(CONFIG, message="From: <a@Bücher.test>\n\nb\n".encode())
+        result = plugin(idn).hook_data_post(sess)
+    assert result[0] is Result.DENY
+    assert sess.transaction.notes["dmarc"].from_domain == "xn--bcher-kva.test"

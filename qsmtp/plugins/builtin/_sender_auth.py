@@ -108,11 +108,25 @@ def parse_headers(body: Any) -> Any:
 def from_domain_of(headers: Any) -> str:
     """Domain of the one RFC 5322 From: address; "" when there is none,
     several From: fields, or several addresses (RFC 7489 6.6.1)."""
-    values = headers.get_all("From") or []
-    addresses = [a for a in email.utils.getaddresses([str(v) for v in values]) if a[1]]
+    # raw_items: compat32 would turn 8-bit (RFC 6532) values into "??"
+    values = [_utf8(v) for k, v in headers.raw_items() if k.lower() == "from"]
+    addresses = [a for a in email.utils.getaddresses(values) if a[1]]
     if len(values) != 1 or len(addresses) != 1 or "@" not in addresses[0][1]:
         return ""
-    return addresses[0][1].rpartition("@")[2].lower().strip().rstrip(".")
+    domain = addresses[0][1].rpartition("@")[2].lower().strip().rstrip(".")
+    try:  # an internationalised (RFC 6532) domain is looked up as A-labels
+        return domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        return domain
+
+
+def _utf8(value: Any) -> str:
+    """A header value parsed from bytes: undo surrogateescape, read UTF-8."""
+    text = str(value)
+    try:
+        return text.encode("ascii", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return text
 
 
 # -- organisational domain (RFC 7489 3.2) -------------------------------------

@@ -132,9 +132,14 @@ class Dkim(Plugin):
         present = {name.lower() for name in headers.keys()}
         include = [h.lower() for h in self.opts.sign_headers if h.lower() in present]
         header, body = self.opts.canonicalization.split("/")
-        signature = dkim.sign(_wire(txn.body), key["selector"].encode(), key["domain"].encode(),
-                              key["pem"], canonicalize=(header.encode(), body.encode()),
-                              include_headers=[h.encode() for h in include])
+        try:
+            signature = dkim.sign(_wire(txn.body), key["selector"].encode(),
+                                  key["domain"].encode(), key["pem"],
+                                  canonicalize=(header.encode(), body.encode()),
+                                  include_headers=[h.encode() for h in include])
+        except dkim.DKIMException as exc:  # e.g. a header dkimpy can't parse
+            self.log.warning("session %s: not signed: %s", session.id, _reason(exc))
+            return
         name, _, value = signature.decode("ascii").rstrip("\r\n").partition(":")
         txn.prepend_header(name, value.strip().replace("\r\n", "\n"))
         txn.notes["dkim_signed"] = key["domain"]
@@ -146,13 +151,21 @@ class Dkim(Plugin):
         import authres
         import authres.dkim_b
         import dkim
-        message = _wire(txn.body)
-        checker = dkim.DKIM(message, logger=self.log, timeout=self.opts.dns_timeout)
+        serv = authserv_id(self)
+        try:
+            checker = dkim.DKIM(_wire(txn.body), logger=self.log,
+                                timeout=self.opts.dns_timeout)
+        except dkim.DKIMException as exc:  # a header section dkimpy can't parse
+            signed = b"dkim-signature:" in txn.body.header_block.lower()
+            txn.notes["dkim"] = [DkimVerdict("permerror", "", reason=_reason(exc))] \
+                if signed else []
+            add_result(txn, serv, authres.DKIMAuthenticationResult(
+                result="permerror" if signed else "none", result_comment="unparsable header"))
+            return txn.notes["dkim"]
         count = sum(1 for name, _ in checker.headers if name.lower() == b"dkim-signature")
         verdicts = [self._verify_one(checker, i)
                     for i in range(min(count, self.opts.max_signatures))]
         txn.notes["dkim"] = verdicts
-        serv = authserv_id(self)
         if not verdicts:
             add_result(txn, serv, authres.DKIMAuthenticationResult(result="none"))
         for v in verdicts:
@@ -189,7 +202,10 @@ class Dkim(Plugin):
         except _KeyTempError as exc:
             verdict.result, verdict.reason = "temperror", f"key lookup: {exc}"
         except dkim.ValidationError as exc:
-            verdict.result, verdict.reason = "fail", _reason(exc)
+            # dkimpy's one error class for a body hash mismatch (fail) and
+            # malformed signature fields (permerror, RFC 8601 2.7.1)
+            verdict.reason = _reason(exc)
+            verdict.result = "fail" if "body hash mismatch" in str(exc) else "permerror"
         except dkim.DKIMException as exc:
             verdict.reason = f"{type(exc).__name__}: {_reason(exc)}"
         fields = getattr(checker, "signature_fields", None) or {}
