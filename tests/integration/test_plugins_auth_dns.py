@@ -172,3 +172,18 @@ def test_authenticated_mail_is_signed_and_verifies_on_the_way_in(server):
     results = auth_results(stored(server, b"header.from=ours.test"))
     assert "dkim=pass header.d=ours.test" in results
     assert "dmarc=pass (p=reject dis=none) header.from=ours.test" in results
+
+
+@pytest.mark.parametrize("plugins, reason", [
+    ('[[plugins]]\nname = "dkim"\nsign = [{ domain = "a.test", selector = "s", '
+     'key = "/nonexistent/k.pem" }]\n', "plugins.dkim.sign: /nonexistent/k.pem"),
+    ('[[plugins]]\nname = "dmarc"\n[[plugins]]\nname = "spf"\n',
+     "list spf before dmarc"),
+    ('[[plugins]]\nname = "spf"\nfail_action = "bounce"\n', "plugins.spf.fail_action: must be one of"),
+])
+def test_bad_plugin_config_exits_78_with_one_line(tmp_path, plugins, reason):
+    srv = Server(tmp_path, extra_toml=plugins)
+    done = srv.run_once()
+    assert done.returncode == 78, done
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and reason in lines[0], done.stderr
