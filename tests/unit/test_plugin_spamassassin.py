@@ -28,7 +28,8 @@ from qsmtp.smtp.replies import decide  # noqa: E402
 
 CONFIG = qconfig.load(None, {})
 MESSAGE = b"From: a@x.test\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: hi\n\nhello\n"
-SPAM = b"SPAMD/1.1 0 EX_OK\r\nContent-length: 18\r\nSpam: True ; 1003.3 / 5.0\r\n\r\nGTUBE,MISSING_DATE"
+SPAM = (b"SPAMD/1.1 0 EX_OK\r\nContent-length: 18\r\nSpam: True ; 1003.3 / 5.0\r\n\r\n"
+        b"GTUBE,MISSING_DATE")
 HAM = b"SPAMD/1.1 0 EX_OK\r\nContent-length: 0\r\nSpam: False ; -0.1 / 5.0\r\n\r\n"
 
 
@@ -114,6 +115,13 @@ def test_parse_response():
     # Rule names from the daemon are not trusted blindly into a header.
     odd = b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; 1.0 / 5.0\r\n\r\nA_B,bad rule\r\nX:,C1\r\n"
     assert parse_response(odd).tests == ("A_B", "C1")
+
+
+def test_scores_print_with_one_decimal_and_no_negative_zero():
+    fields = dict(tag_headers(Verdict(False, -0.001, 5.0, ("NO_RELAYS",))))
+    assert fields["X-Spam-Score"] == "0.0"
+    assert fields["X-Spam-Status"] == "No, score=0.0 required=5.0 tests=NO_RELAYS"
+    assert dict(tag_headers(Verdict(False, -1.25, 5.0, ())))["X-Spam-Score"] == "-1.2"
 
 
 def test_long_test_lists_are_folded():

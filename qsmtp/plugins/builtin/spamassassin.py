@@ -135,8 +135,9 @@ class SpamAssassin(Plugin):
             adjust_karma(session, -1)
         limit = self.opts.reject_score
         if limit is not None and verdict.score >= limit:
-            return HookResult(DENY, f"5.7.1 Message refused as spam (score {verdict.score:.1f},"
-                              f" limit {limit:.1f})", code=550)
+            return HookResult(DENY, "5.7.1 Message refused as spam (score "
+                              f"{_one_decimal(verdict.score)}, limit {_one_decimal(limit)})",
+                              code=550)
         return DECLINED
 
 
@@ -169,9 +170,9 @@ def parse_response(raw: bytes) -> Verdict:
 
 def tag_headers(verdict: Verdict) -> list[tuple[str, str]]:
     """The header fields for a verdict, top first."""
-    score = f"{verdict.score:.1f}"
+    score = _one_decimal(verdict.score)
     status = (f"{'Yes' if verdict.spam else 'No'}, score={score} "
-              f"required={verdict.required:.1f} tests=" + _fold(verdict.tests))
+              f"required={_one_decimal(verdict.required)} tests=" + _fold(verdict.tests))
     fields = [("X-Spam-Flag", "YES")] if verdict.spam else []
     fields.append(("X-Spam-Score", score))
     stars = "*" * max(0, min(int(verdict.score), 50))
@@ -179,6 +180,11 @@ def tag_headers(verdict: Verdict) -> list[tuple[str, str]]:
         fields.append(("X-Spam-Level", stars))
     fields.append(("X-Spam-Status", status))
     return fields
+
+
+def _one_decimal(value: float) -> str:
+    """1.0, -2.3 -- and 0.0 for -0.001 (never "-0.0")."""
+    return f"{round(value, 1) + 0.0:.1f}"
 
 
 def _fold(tests: tuple[str, ...], width: int = 60) -> str:
