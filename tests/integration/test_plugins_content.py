@@ -21,7 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
 from helpers.clamd import EICAR, Clamd  # noqa: E402
 from helpers.fakes import make_session  # noqa: E402
-from helpers.server import free_port  # noqa: E402
+from helpers.server import Server, free_port  # noqa: E402
 from helpers.spamd import GTUBE, Spamd  # noqa: E402
 
 from qsmtp import config as qconfig  # noqa: E402
@@ -271,3 +271,18 @@ def test_end_to_end_scanners_down(serve):
     log = srv.log()
     assert "spamd 127.0.0.1:" in log and "passing unscanned" in log
     assert "clamd unix:/nonexistent/clamd.sock" in log and "deferring" in log
+
+
+@pytest.mark.parametrize("plugin,option,reason", [
+    ("spamassassin", 'timeout = 30', "plugins.spamassassin.timeout: must be below server.hook_timeout"),
+    ("clamav", 'address = "clamd.ctl"', "plugins.clamav.address: expected host:port"),
+    ("basicheaders", 'require = ["From:"]', "plugins.basicheaders.require: not a header field"),
+    ("loop", 'max_hops = "many"', "plugins.loop.max_hops: must be int"),
+])
+def test_bad_plugin_options_exit_78_with_one_line(tmp_path, plugin, option, reason):
+    srv = Server(tmp_path, hook_timeout=30,
+                 extra_toml=f'\n[[plugins]]\nname = "{plugin}"\n{option}\n')
+    done = srv.run_once()
+    assert done.returncode == 78, done
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and reason in lines[0], done.stderr
