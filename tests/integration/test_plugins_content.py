@@ -274,7 +274,8 @@ def test_end_to_end_scanners_down(serve):
 
 
 @pytest.mark.parametrize("plugin,option,reason", [
-    ("spamassassin", 'timeout = 30', "plugins.spamassassin.timeout: must be below server.hook_timeout"),
+    ("spamassassin", 'timeout = 30',
+     "plugins.spamassassin.timeout: must be below server.hook_timeout"),
     ("clamav", 'address = "clamd.ctl"', "plugins.clamav.address: expected host:port"),
     ("basicheaders", 'require = ["From:"]', "plugins.basicheaders.require: not a header field"),
     ("loop", 'max_hops = "many"', "plugins.loop.max_hops: must be int"),
