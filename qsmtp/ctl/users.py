@@ -23,13 +23,16 @@ import tempfile
 import click
 
 from qsmtp.ctl.common import EX_CONFIG, EX_FAIL, config_option, fail, load_config
-from qsmtp.plugins.builtin._auth import (PasswdFormatError, check_user_name, hash_password,
-                                         parse_passwd)
+from qsmtp.plugins.builtin._auth import (DEFAULT_LN, PasswdFormatError, check_user_name,
+                                         hash_password, parse_passwd)
 
 PLUGIN_NAMES = ("auth/file", "auth_file")
 MODE = 0o640
 file_option = click.option("--file", "-f", "path", metavar="PATH",
                            help="Password file [default: the auth/file plugin's path].")
+cost_option = click.option("--cost", type=click.IntRange(10, 20), default=DEFAULT_LN,
+                           show_default=True, metavar="LN",
+                           help="scrypt cost, log2(N); each check takes 2^LN * 1 KiB of memory.")
 stdin_option = click.option("--password-stdin", is_flag=True,
                             help="Read the password from the first line of stdin.")
 
@@ -57,8 +60,14 @@ def _password(from_stdin: bool) -> str:
         password = line[:-1] if line.endswith("\n") else line
         password = password[:-1] if password.endswith("\r") else password
     else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True,
-                                err=True)
+        # default="": an empty answer is refused below instead of re-asked
+        # forever (stdin at EOF reads as empty in some front ends).
+        password = click.prompt("Password", hide_input=True, default="",
+                                show_default=False, err=True)
+        again = click.prompt("Repeat password", hide_input=True, default="",
+                             show_default=False, err=True)
+        if password != again:
+            fail("the passwords do not match", EX_FAIL)
     if not password:
         fail("empty password refused", EX_FAIL)
     if "\0" in password:
@@ -66,12 +75,12 @@ def _password(from_stdin: bool) -> str:
     return password
 
 
-def _new_hash(user: str, from_stdin: bool) -> str:
+def _new_hash(user: str, from_stdin: bool, cost: int) -> str:
     """Asked before the file is locked: a prompt may take a while."""
     reason = check_user_name(user)
     if reason:
         fail(f"{user!r}: {reason}", EX_FAIL)
-    return hash_password(_password(from_stdin))
+    return hash_password(_password(from_stdin), ln=cost)
 
 
 @contextlib.contextmanager
@@ -151,13 +160,14 @@ def _index(lines: list[str], user: str) -> int:
 @config_option
 @file_option
 @stdin_option
+@cost_option
 @click.argument("user")
-def add(user: str, path: str | None, password_stdin: bool) -> None:
+def add(user: str, path: str | None, password_stdin: bool, cost: int) -> None:
     """Add USER (refused if it exists)."""
     path = _file(path)
     if user in _read(path)[1]:  # before asking for a password; re-checked locked
         fail(f"user {user!r} already exists in {path}", EX_FAIL)
-    hashed = _new_hash(user, password_stdin)
+    hashed = _new_hash(user, password_stdin, cost)
 
     def change(lines, users):
         if user in users:
@@ -172,13 +182,14 @@ def add(user: str, path: str | None, password_stdin: bool) -> None:
 @config_option
 @file_option
 @stdin_option
+@cost_option
 @click.argument("user")
-def passwd(user: str, path: str | None, password_stdin: bool) -> None:
+def passwd(user: str, path: str | None, password_stdin: bool, cost: int) -> None:
     """Set a new password for USER."""
     path = _file(path)
     if user not in _read(path)[1]:
         fail(f"no user {user!r} in {path}", EX_FAIL)
-    hashed = _new_hash(user, password_stdin)
+    hashed = _new_hash(user, password_stdin, cost)
 
     def change(lines, users):
         if user not in users:

@@ -60,14 +60,17 @@ class AuthFile(AuthBackend):
                               f"{exc.strerror or exc}") from None
         except PasswdFormatError as exc:
             raise PluginError(self.name, "path", str(exc)) from None
-        # Checked for unknown users, so that they cost the same work.
-        self.dummy = ScryptHash.parse(hash_password(os.urandom(12).hex(), DEFAULT_LN))
 
     def _load(self, st: os.stat_result) -> None:
         with open(self.opts.path, encoding="utf-8", errors="strict") as handle:
             text = handle.read()
         _lines, self.users = parse_passwd(text, self.opts.path)
         self.stamp = _stamp(st)
+        # Checked for unknown users, so that they cost the same work as the
+        # costliest known one.
+        ln = max((h.ln for h in self.users.values()), default=DEFAULT_LN)
+        if getattr(self, "dummy", None) is None or self.dummy.ln != ln:
+            self.dummy = ScryptHash.parse(hash_password(os.urandom(12).hex(), ln))
 
     def _refresh(self) -> None:
         try:
