@@ -14,6 +14,7 @@ At `data_post`, after `spf` and `dkim` (list them before `dmarc` in
    `reject_action`, `p=quarantine` -> `quarantine_action`, `p=none` ->
    nothing.  `pct=` is honoured (a message outside the sample gets the next
    milder disposition, RFC 7489 6.6.4) unless `honor_pct = false`.
+
 The result is in `txn.notes["dmarc"]` (`DmarcVerdict`) and the shared
 `Authentication-Results:` header, built with authres:
 `dmarc=fail (p=reject dis=reject) header.from=example.test policy.dmarc=reject`.
