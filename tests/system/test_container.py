@@ -1,0 +1,176 @@
+"""The package on a real booted systemd (PID 1 in systemd-nspawn): socket
+activation, mail, qsmtpctl, the journal, reload and restart under load, purge.
+
+The tests run in file order on one container (module fixture): each step
+builds on the one before, as an operator's session would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ARTIFACTS, REPO, timed
+
+pytestmark = pytest.mark.system
+
+SENDER = os.path.join(REPO, "tests", "system", "sender.py")
+
+
+def _wait(box, command: str, expect: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    out = ""
+    while time.monotonic() < deadline:
+        out = box.run(command, check=False).stdout.strip()
+        if out == expect:
+            return out
+        time.sleep(0.2)
+    raise AssertionError(f"`{command}` gave {out!r}, not {expect!r} after {timeout:g} s\n"
+                         + box.journal("qsmtp.service"))
+
+
+def _status(box) -> dict:
+    return json.loads(box.run("qsmtpctl status --json").stdout)
+
+
+def _maildir_count(box) -> int:
+    return int(box.run("ls /var/spool/qsmtp/maildir/new | wc -l").stdout)
+
+
+def _send_under(box, action: str, seconds: float = 8.0, during=None) -> dict:
+    """Keep 3 clients sending for `seconds`, run `action` in the container
+    after 2 s (then `during()`), return the sender's counts."""
+    proc = box.popen_in_net([sys.executable, SENDER, "--seconds", str(seconds),
+                             "--threads", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)
+        box.run(action, timeout=60)
+        if during:
+            during()
+        out, err = proc.communicate(timeout=seconds + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, f"sender failed: {err}"
+    return json.loads(out)
+
+
+def _save_screen(box, name: str) -> str:
+    time.sleep(1.0)
+    screen = box.run("qsmtpctl status").stdout
+    with open(os.path.join(ARTIFACTS, name), "w") as handle:
+        handle.write(screen)
+    return screen
+
+
+def test_socket_activation_and_swaks(container):
+    box = container
+    box.run("systemctl start qsmtp.socket")
+    assert box.run("systemctl is-enabled qsmtp.socket").stdout.strip() == "enabled"
+    assert box.run("systemctl is-active qsmtp.service", check=False).stdout.strip() \
+        == "inactive", "the service must start on the first connection, not at install"
+    with timed("first_mail"):
+        out = box.run("swaks --server 127.0.0.1:25 --from alice@example.test "
+                      "--to bob@example.test --header 'Subject: systest' "
+                      "--body 'hello from swaks'", timeout=60)
+    assert "<-  250 2.0.0 Ok: queued as " in out.stdout, out.stdout
+    # READY=1 comes once idle_children workers accept: the first may already
+    # have served the mail.
+    _wait(box, "systemctl is-active qsmtp.service", "active")
+    stored = box.run("cat /var/spool/qsmtp/maildir/new/*").stdout
+    assert "Delivered-To: <bob@example.test>" in stored
+    assert "Subject: systest" in stored and "hello from swaks" in stored
+    owner = box.run("stat -c %U /var/spool/qsmtp/maildir/new").stdout.strip()
+    assert owner == "qsmtp"
+
+
+def test_status_shows_pool(container):
+    box = container
+    doc = _status(box)
+    main_pid = int(box.run("systemctl show -P MainPID qsmtp.service").stdout)
+    assert doc["supervisor"]["pid"] == main_pid
+    assert doc["pool"]["max"] == 15 and doc["pool"]["workers"] >= 5
+    assert doc["pool"]["idle"] + doc["pool"]["busy"] == doc["pool"]["workers"]
+    assert doc["supervisor"]["sessions_total"] >= 1
+    users = set(box.run(f"ps -o user= --ppid {main_pid}").stdout.split())
+    assert users == {"qsmtp"}, users
+    screen = box.run("qsmtpctl status").stdout
+    assert f"supervisor pid {main_pid}" in screen and "/15 workers" in screen
+    with open(os.path.join(ARTIFACTS, "status.txt"), "w") as handle:
+        handle.write(screen)
+    status_line = box.run("systemctl show -P StatusText qsmtp.service").stdout
+    assert "workers" in status_line
+
+
+def test_journal_has_structured_session_line(container):
+    out = container.run("journalctl -u qsmtp.service -o json --no-pager").stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    # The worker's one line per session (summary + QSMTP_* journal fields).
+    sessions = [r for r in records if str(r.get("MESSAGE", "")).startswith("session ")
+                and "result=" in str(r.get("MESSAGE"))]
+    assert sessions, "no session line in the journal:\n" + container.journal("qsmtp")
+    line = sessions[0]
+    assert line.get("QSMTP_PEER") == "127.0.0.1", line
+    assert line.get("QSMTP_SERVICE") == "smtp", line
+    assert "result=accepted" in line["MESSAGE"] and "from=alice@example.test" in line["MESSAGE"]
+    assert int(line["QSMTP_WORKER"]) > 1 and line.get("SYSLOG_IDENTIFIER") == "qsmtp", line
+    with open(os.path.join(ARTIFACTS, "journal.txt"), "w") as handle:
+        handle.write(container.journal("qsmtp.service", 60))
+
+
+def test_reload_under_load_fails_no_transaction(container):
+    box = container
+    before = _status(box)["supervisor"]["generation"]
+    stored = _maildir_count(box)
+    with timed("reload_under_load"):
+        counts = _send_under(box, "systemctl reload qsmtp.service",
+                             during=lambda: _save_screen(box, "status-load.txt"))
+    assert counts["refused"] == 0 and counts["failed"] == 0, counts
+    assert counts["ok"] >= 20, counts
+    doc = _status(box)
+    assert doc["supervisor"]["generation"] == before + 1, doc["supervisor"]
+    assert _maildir_count(box) == stored + counts["ok"]
+    with open(os.path.join(ARTIFACTS, "reload.json"), "w") as handle:
+        json.dump(counts, handle)
+
+
+def test_restart_under_load_refuses_no_connection(container):
+    box = container
+    old_pid = _status(box)["supervisor"]["pid"]
+    stored = _maildir_count(box)
+    with timed("restart_under_load"):
+        counts = _send_under(box, "systemctl restart qsmtp.service", seconds=10.0)
+    assert counts["refused"] == 0, counts
+    assert counts["ok"] >= 20, counts
+    new_pid = _status(box)["supervisor"]["pid"]
+    assert new_pid != old_pid
+    # Every 250 is a stored message: nothing acknowledged was lost in the restart.
+    assert _maildir_count(box) == stored + counts["ok"]
+    with open(os.path.join(ARTIFACTS, "restart.json"), "w") as handle:
+        json.dump(counts, handle)
+
+
+def test_purge_leaves_nothing_running(container):
+    box = container
+    assert box.run("cat /proc/sysvipc/shm | wc -l").stdout.strip() != "1"
+    with timed("purge"):
+        box.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q qsmtp", timeout=120)
+    _wait(box, "systemctl is-active qsmtp.service", "inactive")
+    shm = box.run("tail -n +2 /proc/sysvipc/shm").stdout.strip()
+    sem = box.run("tail -n +2 /proc/sysvipc/sem").stdout.strip()
+    assert shm == "" and sem == "", f"SysV objects left:\n{shm}\n{sem}"
+    procs = box.run("ps -eo user=,args=").stdout
+    left = [p for p in procs.splitlines() if "qsmtp" in p and "ps -eo" not in p]
+    assert not left, left
+    assert box.run("test -e /etc/qsmtp/qsmtp.toml || echo gone").stdout.strip() == "gone"
+    assert box.run("test -e /run/qsmtp || echo gone").stdout.strip() == "gone"
+    sockets = [line.split() for line in
+               box.run("tail -q -n +2 /proc/net/tcp /proc/net/tcp6").stdout.splitlines()]
+    listening = [f for f in sockets if f[1].endswith(":0019") and f[3] == "0A"]
+    assert not listening, "port 25 still listening after purge"
