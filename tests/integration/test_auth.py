@@ -169,8 +169,19 @@ def test_plaintext_service_is_trusted(serve, tmp_path, cert):
         smtp.ehlo("client.test")
         assert smtp.has_extn("auth") and smtp.login("alice", PASSWORD)[0] == 235
         smtp.sendmail("a@client.test", ["u@foreign.test"], b"Subject: port\r\n\r\nhi\r\n")
-    stored = next((srv.maildir / "new").iterdir()).read_text()
-    assert "with ESMTPA" in stored
+        # STARTTLS forgets the authentication (RFC 3207 4.2): no relaying
+        # until AUTH again, which is offered again.
+        smtp.starttls(context=tls_context())
+        smtp.ehlo("client.test")
+        assert smtp.has_extn("auth")
+        smtp.mail("a@client.test")
+        assert smtp.rcpt("u@foreign.test")[0] == 550
+    with smtplib.SMTP(srv.host, trusted, timeout=20) as smtp:  # a new connection: nobody
+        smtp.ehlo("client.test")
+        smtp.mail("a@client.test")
+        assert smtp.rcpt("u@foreign.test")[0] == 550
+    stored = [p.read_text() for p in (srv.maildir / "new").iterdir()]
+    assert len(stored) == 1 and "with ESMTPA" in stored[0]
 
 
 def test_qsmtpctl_user_round_trip_on_a_running_server(serve, tmp_path, cert):
