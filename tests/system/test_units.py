@@ -1,0 +1,129 @@
+"""The unit files, the shipped config and the package metadata, checked
+without a container (fast; not marked `system`)."""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+import subprocess
+import tomllib
+
+from click.testing import CliRunner
+
+from qsmtp.config import load
+from qsmtp.ctl.cli import cli as qsmtpctl
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UNITS = os.path.join(REPO, "systemd")
+SHIPPED = os.path.join(REPO, "etc", "qsmtp.toml")
+MAX_EXPOSURE = 2.0
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None,
+                                       empty_lines_in_values=False)
+    parser.optionxform = str  # keys are case-sensitive
+    with open(os.path.join(UNITS, name)) as handle:
+        parser.read_string(handle.read())
+    return parser
+
+
+def seconds(value: str) -> int:
+    match = re.fullmatch(r"(\d+)(s|min)?", value)
+    assert match, value
+    return int(match[1]) * (60 if match[2] == "min" else 1)
+
+
+def test_security_exposure_at_most_2():
+    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
+                          os.path.join(UNITS, "qsmtp.service")],
+                         capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for qsmtp\.service: ([0-9.]+)", out.stdout)
+    assert match, out.stdout + out.stderr
+    assert float(match[1]) <= MAX_EXPOSURE, out.stdout
+
+
+def test_sockets_hand_named_fds_to_the_service():
+    smtp, submission = unit("qsmtp.socket"), unit("qsmtp-submission.socket")
+    assert smtp["Socket"]["ListenStream"] == "25"
+    assert smtp["Socket"]["FileDescriptorName"] == "smtp"
+    assert submission["Socket"]["ListenStream"] == "587"
+    assert submission["Socket"]["FileDescriptorName"] == "submission"
+    for sock in (smtp, submission):
+        assert sock["Socket"]["Accept"] == "no"
+        assert int(sock["Socket"]["Backlog"]) >= 128
+        assert sock["Socket"]["Service"] == "qsmtp.service"
+        # A restart of the service must never close the listening socket.
+        assert "PartOf" not in sock["Unit"] and "BindsTo" not in sock["Unit"]
+        assert sock["Install"]["WantedBy"] == "sockets.target"
+
+
+def test_service_contract():
+    svc = unit("qsmtp.service")["Service"]
+    assert svc["Type"] == "notify" and svc["NotifyAccess"] == "main"
+    assert svc["ExecStart"] == "/usr/bin/qsmtp serve --config /etc/qsmtp/qsmtp.toml"
+    assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert svc["KillMode"] == "mixed" and svc["Restart"] == "on-failure"
+    assert svc["User"] == svc["Group"] == "qsmtp"
+    assert seconds(svc["WatchdogSec"]) > 0
+    # Sessions get server.grace after TERM: systemd must not SIGKILL earlier.
+    grace = load(SHIPPED).server.grace
+    assert seconds(svc["TimeoutStopSec"]) >= grace + 5
+    # The fleet signals its workers and shares a SysV registry with qsmtpctl.
+    raw = open(os.path.join(UNITS, "qsmtp.service")).read()
+    assert not re.search(r"^PrivateIPC=yes", raw, re.M)
+    denied = " ".join(re.findall(r"^SystemCallFilter=~(.*)$", raw, re.M))
+    assert not {"@ipc", "@signal", "@process", "kill"} & set(denied.split()), denied
+    # Socket activation only: nothing may enable the service itself.
+    assert not unit("qsmtp.service").has_section("Install")
+
+
+def test_shipped_config_matches_the_unit_directories():
+    config, svc = load(SHIPPED), unit("qsmtp.service")["Service"]
+    assert config.server.runtime_dir == "/run/" + svc["RuntimeDirectory"]
+    assert config.server.state_dir == "/var/lib/" + svc["StateDirectory"]
+    assert config.queue.path.startswith(svc["ReadWritePaths"] + "/")
+    assert not config.server.user, "systemd starts it as qsmtp already"
+    tmpfiles = open(os.path.join(UNITS, "tmpfiles.d", "qsmtp.conf")).read()
+    assert re.search(rf"^d {re.escape(config.queue.path)}\s+0750 qsmtp qsmtp", tmpfiles, re.M)
+    sysusers = open(os.path.join(UNITS, "sysusers.d", "qsmtp.conf")).read()
+    assert re.search(r"^u qsmtp ", sysusers, re.M) and re.search(r"^g qsmtp ", sysusers, re.M)
+
+
+def test_shipped_config_passes_config_check():
+    result = CliRunner().invoke(qsmtpctl, ["config", "check", SHIPPED])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{SHIPPED}: OK"
+
+
+def test_shipped_config_is_no_open_relay():
+    config = load(SHIPPED)
+    assert config.has_section("relay"), "without [relay] the relay plugin would not run"
+    for net in config.relay.clients:
+        assert ipaddress.ip_network(net, strict=False).is_loopback, net
+    assert config.relay.domains == []
+
+
+def _debian_name(requirement: str) -> str:
+    name = re.split(r"[=<>!~; \[]", requirement, 1)[0].lower().replace("_", "-")
+    special = {"systemd-python": "python3-systemd", "pyspf": "python3-spf",
+               "dkimpy": "python3-dkim"}
+    return special.get(name, "python3-" + name)
+
+
+def test_every_runtime_dependency_is_a_debian_depends_and_rpm_requires():
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as handle:
+        deps = tomllib.load(handle)["project"]["dependencies"]
+    deps = [d for d in deps if "python_version < '3.11'" not in d.replace('"', "'")]
+    control = open(os.path.join(REPO, "packaging", "debian", "control")).read()
+    depends = control.split("\nPackage: qsmtp", 1)[1].split("\nDescription:", 1)[0]
+    spec = open(os.path.join(REPO, "packaging", "rpm", "qsmtp.spec")).read()
+    for dep in deps:
+        deb = _debian_name(dep)
+        assert re.search(rf"\s{re.escape(deb)}(,|$)", depends, re.M), \
+            f"{dep}: add {deb} to Depends in packaging/debian/control"
+        dist = re.split(r"[=<>!~; \[]", dep, 1)[0].lower().replace("_", "-")
+        assert f"Requires:       python3dist({dist})" in spec, \
+            f"{dep}: add Requires: python3dist({dist}) to packaging/rpm/qsmtp.spec"
