@@ -81,8 +81,9 @@ def offered(conv: "Conversation") -> bool:
 
 def redact(line: bytes) -> bytes:
     """A command line fit for the debug log: AUTH keeps only its mechanism."""
-    if line[:5].upper() == b"AUTH ":
-        mechanism = line[5:].strip(b" ").split(b" ", 1)[0]
+    stripped = line.lstrip(b" \t")  # a mistyped " AUTH ..." carries them too
+    if stripped[:5].upper() == b"AUTH ":
+        mechanism = stripped[5:].strip(b" ").split(b" ", 1)[0]
         return b"AUTH " + mechanism[:20] + b" [credentials not logged]"
     return line
 

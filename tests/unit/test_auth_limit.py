@@ -76,6 +76,7 @@ def test_zero_turns_the_limit_off(tmp_path):
 def test_redact_keeps_only_the_mechanism():
     assert redact(b"AUTH PLAIN AGFsaWNlAHMzY3JldA==") == b"AUTH PLAIN [credentials not logged]"
     assert redact(b"auth login YWxpY2U=") == b"AUTH login [credentials not logged]"
+    assert redact(b"  AUTH PLAIN AGFsaWNlAHMzY3JldA==") == b"AUTH PLAIN [credentials not logged]"
     assert redact(b"MAIL FROM:<a@b>") == b"MAIL FROM:<a@b>"
 
 
