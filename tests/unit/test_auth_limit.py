@@ -103,3 +103,21 @@ def test_auth_line_past_12288_is_too_long():
     # SASL responses read with the AUTH limit
     reader = _reader(b"B" * 5000 + b"\r\n")
     assert reader.read_command(MAX_AUTH_LINE) == (LINE, b"B" * 5000)
+
+
+def test_auth_settings_are_validated(tmp_path):
+    import pytest
+
+    from qsmtp import config as qconfig
+
+    path = tmp_path / "q.toml"
+    for body, key in (('plaintext_services = [":99999"]', "auth.plaintext_services"),
+                      ('plaintext_services = ["sub mission"]', "auth.plaintext_services"),
+                      ("failure_delay = 61", "auth.failure_delay"),
+                      ("max_failures = -1", "auth.max_failures")):
+        path.write_text(f"[auth]\n{body}\n")
+        with pytest.raises(qconfig.ConfigError) as err:
+            qconfig.load(str(path))
+        assert err.value.key == key
+    path.write_text('[auth]\nplaintext_services = ["submission", ":587"]\n')
+    assert qconfig.load(str(path)).auth.plaintext_services == ["submission", ":587"]
