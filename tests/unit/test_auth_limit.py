@@ -8,6 +8,9 @@ import socket
 import sqlite3
 from types import SimpleNamespace
 
+import pytest
+
+from qsmtp import config as qconfig
 from qsmtp.smtp import authlimit
 from qsmtp.smtp.auth import redact
 from qsmtp.smtp.authlimit import FailureLimiter, client_key
@@ -106,10 +109,6 @@ def test_auth_line_past_12288_is_too_long():
 
 
 def test_auth_settings_are_validated(tmp_path):
-    import pytest
-
-    from qsmtp import config as qconfig
-
     path = tmp_path / "q.toml"
     for body, key in (('plaintext_services = [":99999"]', "auth.plaintext_services"),
                       ('plaintext_services = ["sub mission"]', "auth.plaintext_services"),
