@@ -81,11 +81,12 @@ def offered(conv: "Conversation") -> bool:
 
 def redact(line: bytes) -> bytes:
     """A command line fit for the debug log: AUTH keeps only its mechanism."""
-    stripped = line.lstrip(b" \t")  # a mistyped " AUTH ..." carries them too
-    if stripped[:5].upper() == b"AUTH ":
-        mechanism = stripped[5:].strip(b" ").split(b" ", 1)[0]
-        return b"AUTH " + mechanism[:20] + b" [credentials not logged]"
-    return line
+    stripped = line.lstrip()  # a mistyped " AUTH\t..." carries them too
+    if stripped[:4].upper() != b"AUTH" or stripped[4:5] not in (b"", b" ", b"\t"):
+        return line
+    words = stripped[4:].split(None, 1)
+    mechanism = words[0][:20] if words else b""
+    return b"AUTH " + mechanism + b" [credentials not logged]"
 
 
 def authenticate(conv: "Conversation", arg: str) -> None:

@@ -80,6 +80,8 @@ def test_redact_keeps_only_the_mechanism():
     assert redact(b"AUTH PLAIN AGFsaWNlAHMzY3JldA==") == b"AUTH PLAIN [credentials not logged]"
     assert redact(b"auth login YWxpY2U=") == b"AUTH login [credentials not logged]"
     assert redact(b"  AUTH PLAIN AGFsaWNlAHMzY3JldA==") == b"AUTH PLAIN [credentials not logged]"
+    assert redact(b"AUTH\tPLAIN AGFsaWNlAHMzY3JldA==") == b"AUTH PLAIN [credentials not logged]"
+    assert redact(b"AUTHORIZE x") == b"AUTHORIZE x"
     assert redact(b"MAIL FROM:<a@b>") == b"MAIL FROM:<a@b>"
 
 
