@@ -108,6 +108,19 @@ def test_status_shows_pool(container):
     assert "workers" in status_line
 
 
+def test_status_permissions_name_the_group(container):
+    # The registry is readable by group qsmtp only: others get exit 2 and
+    # the group to join; a member of the group reads it without root.
+    outsider = container.run("setpriv --reuid=nobody --regid=nogroup --clear-groups "
+                             "qsmtpctl status", check=False)
+    assert outsider.returncode == 2, outsider
+    assert "join group qsmtp" in outsider.stderr
+    member = container.run("setpriv --reuid=nobody --regid=nogroup --groups=qsmtp "
+                           "qsmtpctl status --json", check=False)
+    assert member.returncode == 0, member
+    assert json.loads(member.stdout)["pool"]["workers"] >= 5
+
+
 def test_journal_has_structured_session_line(container):
     out = container.run("journalctl -u qsmtp.service -o json --no-pager").stdout
     records = [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -138,6 +151,14 @@ def test_reload_under_load_fails_no_transaction(container):
     assert _maildir_count(box) == stored + counts["ok"]
     with open(os.path.join(ARTIFACTS, "reload.json"), "w") as handle:
         json.dump(counts, handle)
+
+
+def test_qsmtpctl_reload_waits_for_the_new_generation(container):
+    before = _status(container)["supervisor"]["generation"]
+    out = container.run("qsmtpctl reload --timeout 30").stdout
+    assert out.startswith(f"reloaded: generation {before + 1} serving"), out
+    doc = _status(container)
+    assert {w["generation"] for w in doc["workers"]} == {before + 1}
 
 
 def test_restart_under_load_refuses_no_connection(container):

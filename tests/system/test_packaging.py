@@ -63,7 +63,7 @@ def test_deb_enables_the_socket_not_the_service(built_deb):
     assert not re.search(r"restart 'qsmtp.socket'", postinst)
     assert "systemd-sysusers" in postinst and "systemd-tmpfiles" in postinst
     prerm = _script(built_deb, "prerm")
-    assert "stop qsmtp-submission.socket qsmtp.service" in prerm
+    assert "stop qsmtp.socket qsmtp-submission.socket qsmtp.service" in prerm
     assert "stop 'qsmtp.socket'" in prerm
     depends = sh("dpkg-deb", "-f", built_deb, "Depends")
     for pkg in ("python3-click", "python3-systemd", "python3-sysv-ipc",
