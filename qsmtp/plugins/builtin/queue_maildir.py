@@ -11,7 +11,8 @@ ONE file, LF line ends (the Maildir convention):
     Received: ...              (and any other header plugins added)
     <the message as received, dot-unstuffed>
 
-Durability: the file is written under tmp/, fsync'd, renamed into new/ and
+Durability: the file is written under tmp/ (one write when the message is in
+memory), fsync'd, renamed into new/ and
 new/ is fsync'd; only then is the message acknowledged (250).  Any OS error
 (disk full, read-only, EIO, quota) leaves nothing in new/ or tmp/ and gives
 `451 4.3.0` so the client keeps the message and retries.
@@ -49,6 +50,8 @@ class QueueMaildir(Plugin):
                               f"{getattr(exc, 'strerror', None) or exc}") from None
         self.tmp_dir = os.path.join(self.path, "tmp")
         self.new_dir = os.path.join(self.path, "new")
+        self._dir_fd: int | None = None  # new/, opened once per worker process
+        self._dir_pid = 0
         # Maildir names must not contain '/' or ':' (the latter starts flags).
         self.host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
@@ -74,8 +77,10 @@ class QueueMaildir(Plugin):
             stage = "rename"
             os.rename(tmp, new)
             stage = "sync"
-            _fsync_dir(self.new_dir)
+            _fsync_dir(self.new_dir_fd())
         except OSError as exc:
+            if stage == "sync":
+                self._forget_dir_fd()  # reopen next time (the dir may be new)
             self.log.error("session %s: cannot queue %s into %s (%s): %s", session.id,
                            txn.id, self.path, stage, exc.strerror or exc)
             _unlink_quietly(tmp)
@@ -93,14 +98,37 @@ class QueueMaildir(Plugin):
         pid = os.getpid()
         return f"{sec}.M{usec}P{pid}Q{next(_counter)}.{self.host}"
 
+    def new_dir_fd(self) -> int:
+        """new/ kept open: one open+close fewer per message. Per process:
+        a worker never uses a descriptor it inherited."""
+        pid = os.getpid()
+        if self._dir_fd is None or self._dir_pid != pid:
+            self._dir_fd = os.open(self.new_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._dir_pid = pid
+        return self._dir_fd
+
+    def _forget_dir_fd(self) -> None:
+        if self._dir_fd is not None and self._dir_pid == os.getpid():
+            try:
+                os.close(self._dir_fd)
+            except OSError:
+                pass
+        self._dir_fd = None
+
     def write_file(self, path: str, txn: Any) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb", buffering=_BUFFER) as out:
-            out.write(envelope_headers(txn))
-            for chunk in txn.body.iter_chunks():
-                out.write(chunk)
-            out.flush()
+        try:
+            body = txn.body
+            if getattr(body, "spooled", False):  # large: stream it from the spool file
+                with open(fd, "wb", buffering=_BUFFER, closefd=False) as out:
+                    out.write(envelope_headers(txn))
+                    for chunk in body.iter_chunks():
+                        out.write(chunk)
+            else:  # in memory (< 1 MiB): one write
+                _write_all(fd, b"".join([envelope_headers(txn), *body.iter_chunks()]))
             os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def envelope_headers(txn: Any) -> bytes:
@@ -113,12 +141,14 @@ def envelope_headers(txn: Any) -> bytes:
     return "\n".join(lines).encode("utf-8", "surrogateescape")
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_dir(fd: int) -> None:
+    os.fsync(fd)
 
 
 def _unlink_quietly(path: str) -> None:

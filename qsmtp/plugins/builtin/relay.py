@@ -33,6 +33,7 @@ from qsmtp.plugins.builtin._dns import ip_in
 REFUSED = (DENY, "5.7.1 Relaying denied")
 ACCEPTED = (OK, None)
 _ROUTING_CHARS = frozenset("@%!")
+_IP_CACHE = 4096  # peers remembered per worker; cleared when full
 
 
 class Relay(Plugin):
@@ -50,6 +51,7 @@ class Relay(Plugin):
                     self.suffixes.append("." + form)
                 self.exact.add(form)
         self.suffixes_t = tuple(self.suffixes)
+        self._client_ips: dict[str, bool] = {}  # peer IP -> verdict (parsing costs ~20 us)
 
     def hook_connect(self, session: Any):
         if not session.relay_client and self.is_client_ip(session.conn.peer_ip):
@@ -60,7 +62,12 @@ class Relay(Plugin):
         return self.decide(recipient, session.relay_client or bool(session.auth_user))
 
     def is_client_ip(self, ip: str) -> bool:
-        return ip_in(ip, self.networks)
+        known = self._client_ips.get(ip)
+        if known is None:
+            if len(self._client_ips) >= _IP_CACHE:
+                self._client_ips.clear()
+            known = self._client_ips[ip] = ip_in(ip, self.networks)
+        return known
 
     def decide(self, rcpt: Any, client: bool):
         if rcpt.domain is None:
