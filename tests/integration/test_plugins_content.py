@@ -169,7 +169,7 @@ def test_hung_clamd_defers_or_passes_within_the_timeout(clamd):
                                           "on_error": on_error})
             started = time.monotonic()
             result = p.hook_data_post(sess)
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 3.0  # 0.5 s timeout, loaded CI
             if expected:
                 assert reply(result).startswith(expected)
             else:

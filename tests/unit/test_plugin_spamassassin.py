@@ -187,7 +187,7 @@ def test_timeout_is_bounded_by_the_option():
         took = time.monotonic() - started
         release.set()
     assert result[0] is Result.DENYSOFT
-    assert 0.4 < took < 2.0
+    assert 0.4 < took < 3.0
 
 
 def test_spooled_message_is_streamed_not_loaded():
