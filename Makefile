@@ -43,7 +43,7 @@ rpm: bootstrap-test
 
 # The long form of tests/reliability (minutes, bounded): QSMTP_SOAK=1.
 soak: bootstrap-test
-	QSMTP_SOAK=1 $(PY) -m pytest -q $(PYTEST_ARGS) tests/reliability
+	QSMTP_SOAK=1 $(PY) -m pytest -q --timeout=3600 $(PYTEST_ARGS) tests/reliability
 
 bench: bootstrap-test
 	@bash bench/run.sh
