@@ -2,10 +2,12 @@
 # Build the .deb (`make deb`): copy the tree to a temp dir, put
 # packaging/debian there as debian/ (the repo keeps no top-level debian/),
 # run `dpkg-buildpackage -us -uc -b`, then lintian. Output: dist/.
-# Env: LINTIAN=0 skips lintian (the system test reuses a fresh package).
+# Env: LINTIAN=0 skips lintian; QSMTP_DIST=DIR writes there instead of dist/
+# (the system tests use a private one: parallel runs must not share files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
+out=${QSMTP_DIST:-dist}
 # Debian's own python3 and tools only: a pyenv/venv python first on PATH
 # would build with the wrong interpreter.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -41,16 +43,16 @@ echo "build-deb: dpkg-buildpackage in $src" >&2
     echo "build-deb: dpkg-buildpackage failed; last lines:" >&2
     tail -n 30 "$work/build.log" >&2; exit 1; }
 
-mkdir -p dist
-rm -f dist/qsmtp_*.deb dist/qsmtp_*.changes dist/qsmtp_*.buildinfo
+mkdir -p "$out"
+rm -f "$out"/qsmtp_*.deb "$out"/qsmtp_*.changes "$out"/qsmtp_*.buildinfo
 cp "$work"/qsmtp_"$debversion"_all.deb "$work"/qsmtp_"$debversion"_*.changes \
-   "$work"/qsmtp_"$debversion"_*.buildinfo dist/
-deb="dist/qsmtp_${debversion}_all.deb"
+   "$work"/qsmtp_"$debversion"_*.buildinfo "$out"/
+deb="$out/qsmtp_${debversion}_all.deb"
 echo "build-deb: $deb" >&2
 
 if [ "${LINTIAN:-1}" != 0 ]; then
     # Errors fail the build; kept warnings are listed in packaging/README.md.
     lintian --fail-on error --suppress-tags-from-file packaging/lintian-suppress \
-        "$deb" | tee dist/lintian.txt
+        "$deb" | tee "$out/lintian.txt"
 fi
 echo "$deb"

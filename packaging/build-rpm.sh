@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build the .rpm (`make rpm`) with rpmbuild (Debian package `rpm`) in a
-# private topdir; output: dist/qsmtp-VERSION-1.noarch.rpm.
+# private topdir; output: dist/qsmtp-VERSION-1.noarch.rpm (or $QSMTP_DIST/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
+out=${QSMTP_DIST:-dist}
 # Debian's own python3 (with python3-build), not a pyenv/venv one.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 unset VIRTUAL_ENV PYTHONPATH PYTHONHOME
@@ -31,7 +32,7 @@ rpmbuild "${load[@]}" -bb --nodeps --define "_topdir $work" \
     packaging/rpm/qsmtp.spec >"$work/build.log" 2>&1 || {
         echo "build-rpm: rpmbuild failed; last lines:" >&2
         tail -n 30 "$work/build.log" >&2; exit 1; }
-mkdir -p dist
-rm -f dist/qsmtp-*.rpm
-cp "$work"/RPMS/noarch/qsmtp-"$version"-*.noarch.rpm dist/
-ls dist/qsmtp-"$version"-*.noarch.rpm
+mkdir -p "$out"
+rm -f "$out"/qsmtp-*.rpm
+cp "$work"/RPMS/noarch/qsmtp-"$version"-*.noarch.rpm "$out"/
+ls "$out"/qsmtp-"$version"-*.noarch.rpm

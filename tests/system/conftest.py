@@ -22,8 +22,8 @@ TIMINGS: dict[str, float] = {}
 ROOTFS_BASE = {"systemd", "systemd-sysv", "dbus", "python3", "procps"}
 
 
-def _run_script(argv: list[str], what: str, timeout: float) -> str:
-    env = dict(os.environ)
+def _run_script(argv: list[str], what: str, timeout: float, out_dir: str) -> str:
+    env = dict(os.environ, QSMTP_DIST=out_dir)
     try:
         result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
                                 timeout=timeout, env=env)
@@ -33,6 +33,16 @@ def _run_script(argv: list[str], what: str, timeout: float) -> str:
         pytest.fail(f"{what} failed (exit {result.returncode}):\n{result.stderr[-3000:]}",
                     pytrace=False)
     return result.stdout
+
+
+@pytest.fixture(scope="session")
+def out_dir():
+    """Private output dir: other checkouts' `make test` runs may build at the
+    same time, and dist/ is the user's (`make deb`)."""
+    path = os.path.join(CACHE, f"out-{os.getpid()}")
+    os.makedirs(path, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def timed(name: str):
@@ -46,17 +56,19 @@ def timed(name: str):
 
 
 @pytest.fixture(scope="session")
-def built_deb() -> str:
-    """packaging/build-deb.sh (dpkg-buildpackage + lintian) -> dist/*.deb."""
+def built_deb(out_dir) -> str:
+    """packaging/build-deb.sh (dpkg-buildpackage + lintian) -> the .deb."""
     with timed("build_deb"):
-        out = _run_script(["bash", "packaging/build-deb.sh"], "make deb", 300)
+        out = _run_script(["bash", "packaging/build-deb.sh"], "make deb", 300, out_dir)
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    shutil.copy(os.path.join(out_dir, "lintian.txt"), ARTIFACTS)
     return os.path.join(REPO, out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")
-def built_rpm() -> str:
+def built_rpm(out_dir) -> str:
     with timed("build_rpm"):
-        out = _run_script(["bash", "packaging/build-rpm.sh"], "make rpm", 300)
+        out = _run_script(["bash", "packaging/build-rpm.sh"], "make rpm", 300, out_dir)
     return os.path.join(REPO, out.strip().splitlines()[-1])
 
 
@@ -72,14 +84,38 @@ def deb_depends(deb: str) -> list[str]:
     return sorted(set(needed))
 
 
+def control_depends() -> list[str]:
+    """The explicit Depends of packaging/debian/control (tests/system/
+    test_units.py keeps them a superset of pyproject's dependencies)."""
+    text = open(os.path.join(REPO, "packaging", "debian", "control")).read()
+    field = text.split("\nPackage: qsmtp", 1)[1].split("\nDepends:", 1)[1]
+    field = field.split("\nDescription:", 1)[0]
+    return sorted(name.strip() for name in field.replace("\n", " ").split(",")
+                  if name.strip() and not name.strip().startswith("${"))
+
+
 @pytest.fixture(scope="session")
-def rootfs(built_deb) -> str:
+def rootfs(request) -> str:
     """Cached under .cache/systest/rootfs-<key>: rebuilt only when the
-    package's dependencies (or build-rootfs.sh) change."""
-    include = ",".join(deb_depends(built_deb) + ["swaks"])
-    with timed("rootfs"):
-        out = _run_script(["bash", "tests/system/build-rootfs.sh", CACHE, include],
-                          "debootstrap of the container rootfs", 420)
+    package's dependencies (or build-rootfs.sh) change. On a fresh machine
+    debootstrap runs while the .deb builds."""
+    include = control_depends() + ["swaks"]
+    start = time.monotonic()
+    proc = subprocess.Popen(["bash", "tests/system/build-rootfs.sh", CACHE, ",".join(include)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deb = request.getfixturevalue("built_deb")
+        out, err = proc.communicate(timeout=420)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    TIMINGS["rootfs"] = round(time.monotonic() - start, 2)
+    if proc.returncode != 0:
+        pytest.fail(f"debootstrap of the container rootfs failed:\n{err[-3000:]}", pytrace=False)
+    missing = set(deb_depends(deb)) - set(include)
+    assert not missing, (f"the .deb depends on {sorted(missing)}, which the container "
+                         f"rootfs lacks: add them to Depends in packaging/debian/control")
     path = os.path.join(REPO, out.strip().splitlines()[-1])
     for old in glob.glob(os.path.join(CACHE, "rootfs-*")):
         if os.path.realpath(old) != os.path.realpath(path) and ".tmp." not in old:
