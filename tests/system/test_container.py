@@ -177,6 +177,31 @@ def test_restart_under_load_refuses_no_connection(container):
         json.dump(counts, handle)
 
 
+def test_crashed_supervisor_is_restarted_without_leftovers(container):
+    box = container
+    old_pid = int(box.run("systemctl show -P MainPID qsmtp.service").stdout)
+    box.run(f"kill -KILL {old_pid}")
+    # Restart=on-failure after RestartSec=2; the dead run's registry is gone
+    # (RemoveIPC=, RuntimeDirectory=) and the new one is the only segment.
+    deadline = time.monotonic() + 30
+    new_pid = old_pid
+    while time.monotonic() < deadline and new_pid in (old_pid, 0):
+        time.sleep(0.3)
+        if box.run("systemctl is-active qsmtp.service", check=False).stdout.strip() == "active":
+            new_pid = int(box.run("systemctl show -P MainPID qsmtp.service").stdout)
+    assert new_pid not in (old_pid, 0), box.journal("qsmtp.service")
+    assert _status(box)["supervisor"]["pid"] == new_pid
+    segments = box.run("tail -n +2 /proc/sysvipc/shm").stdout.strip().splitlines()
+    assert len(segments) == 1, segments
+    out = box.run("swaks --server 127.0.0.1:25 --to carol@example.test", timeout=60)
+    assert "<-  250 2.0.0 Ok: queued as " in out.stdout
+
+
+def test_shipped_config_checks_in_place(container):
+    out = container.run("qsmtpctl config check /etc/qsmtp/qsmtp.toml")
+    assert out.stdout.strip() == "/etc/qsmtp/qsmtp.toml: OK"
+
+
 def test_purge_leaves_nothing_running(container):
     box = container
     assert box.run("cat /proc/sysvipc/shm | wc -l").stdout.strip() != "1"
