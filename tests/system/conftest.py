@@ -12,11 +12,8 @@ import time
 import pytest
 
 from system.container import Container
+from system.sysutil import ARTIFACTS, CACHE, REPO, TIMINGS, timed
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CACHE = os.path.join(REPO, ".cache", "systest")
-ARTIFACTS = os.path.join(CACHE, "last-run")  # status screen, journal, timings
-TIMINGS: dict[str, float] = {}
 # Already in the rootfs (the base list of build-rootfs.sh): alternatives naming
 # one of these need nothing more.
 ROOTFS_BASE = {"systemd", "systemd-sysv", "dbus", "python3", "procps"}
@@ -43,16 +40,6 @@ def out_dir():
     os.makedirs(path, exist_ok=True)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def timed(name: str):
-    class _Timer:
-        def __enter__(self):
-            self.start = time.monotonic()
-
-        def __exit__(self, *exc):
-            TIMINGS[name] = round(time.monotonic() - self.start, 2)
-    return _Timer()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import ARTIFACTS, REPO, timed
+from system.sysutil import ARTIFACTS, REPO, timed
 
 pytestmark = pytest.mark.system
 

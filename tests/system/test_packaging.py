@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from system.sysutil import REPO
 
 pytestmark = pytest.mark.system
 
