@@ -197,6 +197,27 @@ def test_crashed_supervisor_is_restarted_without_leftovers(container):
     assert "<-  250 2.0.0 Ok: queued as " in out.stdout
 
 
+def test_watchdog_is_fed(container):
+    # WatchdogSec=60 in the unit; a 2 s drop-in shows within seconds whether
+    # the supervisor sends WATCHDOG=1 (else systemd would kill it, and
+    # Restart= would start a new one with another pid).
+    box = container
+    box.run("mkdir -p /run/systemd/system/qsmtp.service.d && printf "
+            "'[Service]\\nWatchdogSec=2s\\n' >/run/systemd/system/qsmtp.service.d/wd.conf "
+            "&& systemctl daemon-reload && systemctl restart qsmtp.service")
+    try:
+        pid = box.run("systemctl show -P MainPID qsmtp.service").stdout.strip()
+        assert box.run("systemctl show -P WatchdogUSec qsmtp.service").stdout.strip() == "2s"
+        time.sleep(5)
+        assert box.run("systemctl show -P MainPID qsmtp.service").stdout.strip() == pid, \
+            box.journal("qsmtp.service")
+        assert box.run("systemctl show -P WatchdogTimestampMonotonic qsmtp.service"
+                       ).stdout.strip() != "0"
+    finally:
+        box.run("rm -rf /run/systemd/system/qsmtp.service.d && systemctl daemon-reload "
+                "&& systemctl restart qsmtp.service")
+
+
 def test_shipped_config_checks_in_place(container):
     out = container.run("qsmtpctl config check /etc/qsmtp/qsmtp.toml")
     assert out.stdout.strip() == "/etc/qsmtp/qsmtp.toml: OK"
