@@ -3,8 +3,6 @@
 # packages never slow `make test`). Idempotent. Never configures or starts the
 # system Postfix (/etc/postfix stays as the package made it) nor the system
 # qpsmtpd service: both peers run as private instances from bench/work/.
-#   bench/install.sh            peers + plot deps (Debian packages)
-#   bench/install.sh --profile  also py-spy, into bench/.venv (for profiling)
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 
@@ -32,10 +30,4 @@ SEL
     if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-if [ "${1:-}" = "--profile" ]; then
-    if [ ! -x "$HERE/.venv/bin/py-spy" ]; then
-        /usr/bin/python3 -m venv --system-site-packages "$HERE/.venv"
-        "$HERE/.venv/bin/pip" install -q -r "$HERE/requirements.txt"
-    fi
-fi
 echo "bench: dependencies ready"

@@ -40,6 +40,9 @@ def parse_args(argv):
     ap.add_argument("--doc", default=str(HERE.parent / "docs" / "BENCHMARKS.md"))
     ap.add_argument("--plot", default=str(HERE.parent / "docs" / "benchmarks.png"))
     ap.add_argument("--no-doc", action="store_true", help="print only")
+    ap.add_argument("--budget", type=float, default=12 * 60,
+                    help="seconds for the rounds; on a busy machine later rounds "
+                         "send fewer messages to stay within it (reported)")
     return ap.parse_args(argv)
 
 
@@ -58,6 +61,17 @@ def start_all(chosen, work):
         pss, rss, n = procstat.mem(procstat.tree(srv.root_pid()))
         info[srv.name].update(idle_pss_kb=pss, idle_procs=n)
     return started, info
+
+
+def round_scale(a, rnd, t_start, scales):
+    """Message-count factor for this round: 1 unless the rounds so far
+    project past the budget; then what fits (never below 0.2)."""
+    if rnd == 0 or not scales:
+        return 1.0
+    last_factor, last_time = scales[-1]
+    left = a.budget - (time.monotonic() - t_start)
+    need = (a.runs - rnd) * last_time / last_factor      # at full size
+    return 1.0 if need <= left else max(0.2, min(1.0, left / need))
 
 
 def one_run(srv, case):
@@ -116,10 +130,15 @@ def main(argv=None):
     t_start = time.monotonic()
     started, info = start_all(chosen, a.work)
     results = {c.key: {s.name: [] for s in started} for c in cases}
+    scales = []
     try:
         for rnd in range(a.runs):
+            t_round = time.monotonic()
+            factor = round_scale(a, rnd, t_start, scales)
+            scales.append(factor)
             order = started[rnd % len(started):] + started[:rnd % len(started)]
             for case in cases:
+                case = case.scaled(factor) if factor < 1 else case
                 for srv in order:
                     r = one_run(srv, case)
                     results[case.key][srv.name].append(r)
@@ -128,6 +147,9 @@ def main(argv=None):
                                               r["cpu_ms_msg"], r["stored"], r["expected"],
                                               "  ERR " + r["error"][-80:] if "error" in r else ""),
                           flush=True)
+            scales[-1] = (factor, time.monotonic() - t_round)
+    except KeyboardInterrupt:
+        print("interrupted: reporting the rounds done so far", flush=True)
     finally:
         for srv in started:
             srv.stop()
@@ -137,6 +159,7 @@ def main(argv=None):
             "cases": {c.key: {"title": c.title, "argv": " ".join(c.argv(0)[1:-1]),
                               "messages": c.messages} for c in cases},
             "servers": info, "results": results, "cold_start_s": cold,
+            "round_scales": scales,
             "duration_s": time.monotonic() - t_start}
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(data, indent=1))

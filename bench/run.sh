@@ -8,4 +8,4 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 bash "$HERE/install.sh"
 # /usr/bin/python3: Debian's matplotlib and aiosmtpd; qsmtp itself runs from
 # the project venv (.venv/bin/qsmtp, same CPython).
-exec timeout --signal=INT 1500 /usr/bin/python3 "$HERE/run.py" "$@"
+exec timeout --signal=INT 1200 /usr/bin/python3 "$HERE/run.py" "$@"

