@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qsmtp.config import Config, ConfigError
 from qsmtp.plugins.api import PluginError
+
+if TYPE_CHECKING:
+    import ssl
 
 
 @dataclass
@@ -31,6 +34,8 @@ class App:
 def _tls_context(config: Config, source: str) -> ssl.SSLContext | None:
     if not config.tls.cert:
         return None
+    import ssl  # only with TLS configured: ~1.5 MB less in every process otherwise
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from importlib import metadata
 
 import click
 from click.core import ParameterSource
@@ -27,10 +26,25 @@ EX_FAIL = 1
 
 
 def version() -> str:
+    # Imported here, not at the top: importlib.metadata pulls in email, zipfile,
+    # csv... (~2 MB) that the supervisor would otherwise carry into every fork.
+    from importlib import metadata
+
     try:
         return metadata.version("qsmtp")
     except metadata.PackageNotFoundError:  # running from a checkout
         return "0+unknown"
+
+
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"qsmtp {version()}")
+        ctx.exit()
+
+
+# click.version_option(version()) would look the version up at import time.
+version_option = click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+                              callback=_show_version, help="Show the version and exit.")
 
 
 def _option(setting: Setting):
@@ -69,8 +83,7 @@ def fail(message: str, code: int) -> "NoReturn":  # noqa: F821
 
 
 @click.group(context_settings={"help_option_names": ["--help", "-h"]})
-@click.version_option(version(), "--version", prog_name="qsmtp",
-                      message="%(prog)s %(version)s")
+@version_option
 def cli() -> None:
     """qsmtp: a pre-forking SMTP server with qpsmtpd-style plugins."""
 
@@ -78,8 +91,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--config", "-c", "config_path", metavar="PATH", default=None,
               envvar="QSMTP_CONFIG", help="TOML config file.")
-@click.version_option(version(), "--version", prog_name="qsmtp",
-                      message="%(prog)s %(version)s")
+@version_option
 @setting_options
 @click.pass_context
 def serve(ctx: click.Context, config_path: str | None, **params) -> None:

@@ -44,6 +44,10 @@ class Reply:
 
 
 def _format(code: int, enhanced: str, text: str | tuple[str, ...]) -> bytes:
+    if isinstance(text, str) and _UNSAFE.search(text) is None:
+        # The common case (one clean line, built per session or message).
+        line = f"{code} {enhanced} {text}" if enhanced else f"{code} {text}"
+        return (line.rstrip(" ") + "\r\n").encode("utf-8", "replace")
     lines = [text] if isinstance(text, str) else list(text) or [""]
     prefix = f"{enhanced} " if enhanced else ""
     out = []

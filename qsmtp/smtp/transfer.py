@@ -4,7 +4,6 @@ hooks to the queue), STARTTLS (the socket changes under the session). AUTH is in
 from __future__ import annotations
 
 import logging
-import ssl
 from typing import TYPE_CHECKING
 
 from qsmtp.smtp.message import MessageBody
@@ -84,6 +83,8 @@ def start_tls(conv: "Conversation") -> None:
     """Send the 220, forget any plaintext the client pipelined after
     STARTTLS (CVE-2011-0411), hand-shake, and forget what the client told
     us in the clear (RFC 3207 4.2): HELO, the transaction, AUTH."""
+    import ssl  # loaded already: the app built a TLS context (app.py)
+
     conv.flush()
     dropped = conv.reader.discard_buffer()
     if dropped:
