@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from system.container import Container
+from system.container import Container, remove_stale_cgroups
 from system.sysutil import ARTIFACTS, CACHE, REPO, TIMINGS, timed
 
 # Already in the rootfs (the base list of build-rootfs.sh): alternatives naming
@@ -117,7 +117,8 @@ def container(rootfs, built_deb):
     share = os.path.join(CACHE, f"share-{os.getpid()}")
     os.makedirs(share, exist_ok=True)
     shutil.copy(built_deb, share)
-    box = Container(rootfs, share, os.path.join(ARTIFACTS, "console.log"), lifetime=300)
+    remove_stale_cgroups()
+    box = Container(rootfs, share, os.path.join(ARTIFACTS, "console.log"), lifetime=480)
     try:
         with timed("boot"):
             box.boot(timeout=60)

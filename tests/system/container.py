@@ -102,17 +102,8 @@ class Container:
 
     def _remove_cgroups(self) -> None:
         for root in CGROUP_ROOTS:
-            top = f"{root}/{self.cgroup}"
-            for _ in range(50):
-                if not os.path.isdir(top):
-                    break
-                for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-                    try:
-                        os.rmdir(dirpath)
-                    except OSError:
-                        pass
-                if os.path.isdir(top):
-                    time.sleep(0.1)
+            _rmdir_tree(f"{root}/{self.cgroup}")
+
 
     # ---- commands --------------------------------------------------------------
     def enter(self) -> list[str]:
@@ -151,6 +142,36 @@ class Container:
     def journal(self, unit: str, lines: int = 40) -> str:
         return self.run(f"journalctl --no-pager -n {lines} -u {shlex.quote(unit)}",
                         check=False).stdout
+
+
+def remove_stale_cgroups() -> None:
+    """Cgroups of earlier runs whose pytest was SIGKILLed (pdeathsig took the
+    container down, nobody removed its empty cgroup directories)."""
+    for root in CGROUP_ROOTS:
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue
+        for name in names:
+            parts = name.split("-")
+            if (name.startswith("qsmtp-systest-") and len(parts) == 4 and parts[2].isdigit()
+                    and not os.path.exists(f"/proc/{parts[2]}")):
+                _rmdir_tree(f"{root}/{name}", tries=1)
+
+
+def _rmdir_tree(top: str, tries: int = 50) -> None:
+    """rmdir bottom-up (cgroup dirs hold only kernel files); retried while the
+    kernel finishes reaping the container's last processes."""
+    for _ in range(tries):
+        if not os.path.isdir(top):
+            break
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+        if os.path.isdir(top):
+            time.sleep(0.1)
 
 
 def _pids_in_cgroup(path: str) -> list[int]:

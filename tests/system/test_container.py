@@ -17,7 +17,9 @@ import pytest
 
 from system.sysutil import ARTIFACTS, REPO, timed
 
-pytestmark = pytest.mark.system
+# The first test's setup may debootstrap the rootfs (network-bound, ~1.5-4 min
+# on a fresh machine) while the .deb builds: more than the suite's 300 s.
+pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
 SENDER = os.path.join(REPO, "tests", "system", "sender.py")
 
