@@ -144,16 +144,34 @@ def stop(timeout: float | None) -> None:
     config, registry, snap = _snapshot_or_exit()
     pid = snap["supervisor"]["pid"]
     timeout = config.server.grace + 15 if timeout is None else timeout
+    unit = _systemd_unit(pid)
     signal_supervisor(pid, signal.SIGTERM, "stop")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not registry.exists() or not pid_alive(pid):
             registry.detach()
             click.echo(f"stopped (pid {pid})")
+            if unit:
+                click.echo(f"note: {unit} is socket-activated: the next connection starts "
+                           f"it again; for a full stop: systemctl stop qsmtp.socket {unit}")
             return
         time.sleep(0.1)
     registry.detach()
     fail(f"qsmtp (pid {pid}) still stopping after {timeout:g} s", EX_FAIL)
+
+
+def _systemd_unit(pid: int) -> str | None:
+    """The .service a supervisor runs in (its cgroup path), else None."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as handle:
+            paths = [line.rstrip("\n").split(":", 2)[2] for line in handle]
+    except (OSError, IndexError):
+        return None
+    for path in paths:
+        leaf = path.rsplit("/", 1)[-1]
+        if leaf.endswith(".service"):
+            return leaf
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

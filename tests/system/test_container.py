@@ -220,6 +220,19 @@ def test_watchdog_is_fed(container):
                 "&& systemctl restart qsmtp.service")
 
 
+def test_qsmtpctl_stop_says_the_socket_restarts_it(container):
+    box = container
+    pid = _status(box)["supervisor"]["pid"]
+    out = box.run("qsmtpctl stop").stdout
+    assert out.startswith(f"stopped (pid {pid})"), out
+    assert "systemctl stop qsmtp.socket qsmtp.service" in out, out
+    _wait(box, "systemctl is-active qsmtp.service", "inactive")
+    assert box.run("qsmtpctl status", check=False).returncode == 1
+    out = box.run("swaks --server 127.0.0.1:25 --to dave@example.test", timeout=60)
+    assert "<-  250 2.0.0 Ok: queued as " in out.stdout
+    assert _status(box)["supervisor"]["pid"] != pid
+
+
 def test_shipped_config_checks_in_place(container):
     out = container.run("qsmtpctl config check /etc/qsmtp/qsmtp.toml")
     assert out.stdout.strip() == "/etc/qsmtp/qsmtp.toml: OK"
