@@ -123,7 +123,8 @@ def container(rootfs, built_deb):
         with timed("boot"):
             box.boot(timeout=60)
         with timed("install_deb"):
-            box.run("dpkg -i /opt/qsmtp/*.deb", timeout=120)
+            box.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q /opt/qsmtp/*.deb",
+                    timeout=120)
         yield box
     finally:
         with timed("poweroff"):
