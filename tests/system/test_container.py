@@ -179,6 +179,21 @@ def test_restart_under_load_refuses_no_connection(container):
         json.dump(counts, handle)
 
 
+def test_package_upgrade_under_load_refuses_no_connection(container):
+    # An upgrade (here: the same .deb again) restarts a running service but
+    # never the socket, so clients keep connecting throughout.
+    box = container
+    old_pid = _status(box)["supervisor"]["pid"]
+    with timed("upgrade_under_load"):
+        counts = _send_under(box, "DEBIAN_FRONTEND=noninteractive dpkg -i /opt/qsmtp/*.deb",
+                             seconds=12.0)
+    assert counts["refused"] == 0 and counts["ok"] >= 20, counts
+    _wait(box, "systemctl is-active qsmtp.service", "active")
+    assert _status(box)["supervisor"]["pid"] != old_pid, "try-restart did not happen"
+    with open(os.path.join(ARTIFACTS, "upgrade.json"), "w") as handle:
+        json.dump(counts, handle)
+
+
 def test_crashed_supervisor_is_restarted_without_leftovers(container):
     box = container
     old_pid = int(box.run("systemctl show -P MainPID qsmtp.service").stdout)
