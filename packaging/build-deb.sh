@@ -33,6 +33,9 @@ tar -C "$top" -c --exclude-vcs --exclude=./.venv --exclude=./.cache --exclude=./
     --exclude=.pytest_cache --exclude=.hypothesis --exclude=./bench \
     --exclude=./tests --exclude=./debian . | tar -C "$src" -x
 cp -r packaging/debian "$src/debian"
+# Man pages from the click commands (the venv has them importable).
+[ -x "$top/.venv/bin/python" ] || { echo "build-deb: no .venv (make bootstrap-test)" >&2; exit 1; }
+"$top/.venv/bin/python" packaging/manpages.py "$src/debian/man"
 # One copy of these in the repo (systemd/); dh_installsysusers and
 # dh_installtmpfiles take them from debian/ and add the postinst calls.
 cp systemd/sysusers.d/qsmtp.conf "$src/debian/qsmtp.sysusers"

@@ -18,6 +18,9 @@ tar -C "$top" -c --exclude-vcs --exclude=./.venv --exclude=./.cache --exclude=./
     --exclude=./dist --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ \
     --exclude=.pytest_cache --exclude=.hypothesis --exclude=./bench \
     --exclude=./tests --exclude=./debian . | tar -C "$work/src/qsmtp-$version" -x
+# Man pages from the click commands (the venv has them importable).
+[ -x "$top/.venv/bin/python" ] || { echo "build-rpm: no .venv (make bootstrap-test)" >&2; exit 1; }
+"$top/.venv/bin/python" packaging/manpages.py "$work/src/qsmtp-$version/man"
 tar -C "$work/src" -czf "$work/SOURCES/qsmtp-$version.tar.gz" "qsmtp-$version"
 cp systemd/sysusers.d/qsmtp.conf "$work/SOURCES/qsmtp.sysusers"
 

@@ -41,7 +41,8 @@ def test_deb_contents_and_conffile(built_deb):
                  "./usr/lib/sysusers.d/qsmtp.conf", "./usr/lib/tmpfiles.d/qsmtp.conf",
                  "./usr/bin/qsmtp", "./usr/bin/qsmtpctl",
                  "./usr/lib/python3/dist-packages/qsmtp/cli.py",
-                 "./usr/share/bash-completion/completions/qsmtpctl"):
+                 "./usr/share/bash-completion/completions/qsmtpctl",
+                 "./usr/share/man/man8/qsmtp.8.gz", "./usr/share/man/man8/qsmtpctl.8.gz"):
         assert f" {path}\n" in files, path
     conffiles = subprocess.run(["sh", "-c", f"dpkg-deb --ctrl-tarfile {built_deb} | "
                                 "tar -xO ./conffiles"], capture_output=True, text=True)
@@ -78,7 +79,8 @@ def test_rpm_files(built_rpm):
                  "/usr/lib/systemd/system/qsmtp.socket",
                  "/usr/lib/systemd/system/qsmtp-submission.socket",
                  "/usr/lib/sysusers.d/qsmtp.conf", "/usr/lib/tmpfiles.d/qsmtp.conf",
-                 "/var/spool/qsmtp", "/var/lib/qsmtp"):
+                 "/var/spool/qsmtp", "/var/lib/qsmtp",
+                 "/usr/share/man/man8/qsmtpctl.8"):
         assert path in files, path
     assert any(f.endswith("/site-packages/qsmtp/cli.py") for f in files)
     flags = sh("rpm", "-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", built_rpm)
