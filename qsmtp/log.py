@@ -35,6 +35,8 @@ class PrefixFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         prefix = f"<{priority(record.levelno)}>"
+        if "\n" not in text and "\r" not in text:
+            return prefix + text  # the usual one-line record
         return "\n".join(prefix + line for line in text.splitlines() or [""])
 
 

@@ -55,6 +55,10 @@ class Supervisor(FleetMixin):
         self.watchdog_every = systemd.watchdog_interval()
         self.next_watchdog = 0.0
         self.wake_buffer = b""
+        # _manage() reads the whole registry (~80 us): run it when something
+        # may need a spawn (a worker went busy, became ready, exited; a
+        # signal) and every STATUS_EVERY, not on every "idle again" gossip.
+        self.manage_now, self.managed_at = True, 0.0
         self.started = time.monotonic()
 
     # ---- set-up ----------------------------------------------------------------
@@ -95,13 +99,20 @@ class Supervisor(FleetMixin):
             self._manage()  # the first workers now, not after a tick
             while True:
                 self._sleep()
+                if self.sig_queue:
+                    self.manage_now = True
                 self._dispatch_signals()
+                workers = len(self.workers)
                 self._reap()
                 if self.stopping:
                     if self._stop_progress():
                         break
                     continue
-                self._manage()
+                now = time.monotonic()
+                if self.manage_now or len(self.workers) != workers \
+                        or now - self.managed_at >= STATUS_EVERY:
+                    self.manage_now, self.managed_at = False, now
+                    self._manage()
                 self._housekeeping()
         except Exception:
             log.exception("supervisor failed; stopping the workers")
@@ -140,11 +151,11 @@ class Supervisor(FleetMixin):
             if rec is None:
                 continue
             if kind == READY:
-                rec.ready = True
+                rec.ready = self.manage_now = True
             elif kind == IDLE:
                 self.throttle.record_healthy()  # a whole session worked
             elif kind == BUSY:
-                rec.ready = True
+                rec.ready = self.manage_now = True
 
     def _dispatch_signals(self) -> None:
         while self.sig_queue:

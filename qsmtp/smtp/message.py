@@ -16,7 +16,8 @@ import email.policy
 import tempfile
 from typing import IO, Iterator
 
-SPOOL_THRESHOLD = 1 << 20  # body bytes kept in memory before going to a file
+SPOOL_THRESHOLD = 1 << 18  # body bytes kept in memory before going to a file
+# (256 KiB: 15 busy workers with big messages stay within a few MiB each)
 HEADER_LIMIT = 1 << 18
 CHUNK = 1 << 16
 

@@ -31,6 +31,7 @@ from qsmtp.plugins.api import DENYSOFT, OK, Plugin, PluginError
 _SUBDIRS = ("tmp", "new", "cur")
 _counter = itertools.count(1)  # per process; the pid in the name tells forks apart
 _BUFFER = 1 << 16
+_ONE_WRITE = 1 << 16  # up to this size a message is joined and written at once
 
 
 class QueueMaildir(Plugin):
@@ -119,12 +120,12 @@ class QueueMaildir(Plugin):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             body = txn.body
-            if getattr(body, "spooled", False):  # large: stream it from the spool file
+            if getattr(body, "spooled", False) or body.size > _ONE_WRITE:  # stream it
                 with open(fd, "wb", buffering=_BUFFER, closefd=False) as out:
                     out.write(envelope_headers(txn))
                     for chunk in body.iter_chunks():
                         out.write(chunk)
-            else:  # in memory (< 1 MiB): one write
+            else:  # small and in memory: one write
                 _write_all(fd, b"".join([envelope_headers(txn), *body.iter_chunks()]))
             os.fsync(fd)
         finally:
