@@ -40,7 +40,7 @@ def parse_args(argv):
     ap.add_argument("--doc", default=str(HERE.parent / "docs" / "BENCHMARKS.md"))
     ap.add_argument("--plot", default=str(HERE.parent / "docs" / "benchmarks.png"))
     ap.add_argument("--no-doc", action="store_true", help="print only")
-    ap.add_argument("--budget", type=float, default=12 * 60,
+    ap.add_argument("--budget", type=float, default=10 * 60,
                     help="seconds for the rounds; on a busy machine later rounds "
                          "send fewer messages to stay within it (reported)")
     return ap.parse_args(argv)
