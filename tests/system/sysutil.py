@@ -7,7 +7,21 @@ import os
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CACHE = os.path.join(REPO, ".cache", "systest")
+
+
+def _cache_dir() -> str:
+    """The rootfs cache and the dir shared into the container. The launcher
+    hides the host's /tmp behind a tmpfs and nspawn dislikes `,` `:` and
+    spaces, so a checkout under /tmp or /run (CI may clone there) keeps its
+    cache in /var/cache instead of its own .cache/."""
+    override = os.environ.get("QSMTP_SYSTEST_CACHE")
+    if override:
+        return override
+    awkward = REPO.startswith(("/tmp/", "/run/", "/var/tmp/")) or any(c in REPO for c in " ,:")
+    return "/var/cache/qsmtp-systest" if awkward else os.path.join(REPO, ".cache", "systest")
+
+
+CACHE = _cache_dir()
 ARTIFACTS = os.path.join(CACHE, "last-run")  # status screen, journal, timings
 TIMINGS: dict[str, float] = {}
 
