@@ -311,3 +311,41 @@ def connect(port: int, host: str = "127.0.0.1", source: str | None = None,
             break
         data += chunk
     return sock, data
+
+
+class ServerPool:
+    """The daemons one test starts, and the checks that they ended cleanly:
+    stopped by PID, workers gone, SysV objects removed (plus any log check
+    the caller adds). Backs the `serve` and `fleet` fixtures."""
+
+    def __init__(self, base: Path, gone_within: float = 5.0):
+        self.base, self.gone_within = base, gone_within
+        self.servers: list[Server] = []
+
+    def make(self, *, start: bool = True, name: str | None = None, base: Path | None = None,
+             allow_log: tuple[str, ...] = (), **kwargs) -> Server:
+        srv = Server((base or self.base) / (name or f"s{len(self.servers)}"), **kwargs)
+        srv.allow_log = allow_log
+        self.servers.append(srv)
+        if start:
+            srv.start()
+        return srv
+
+    def close(self, log_check=None) -> list[str]:
+        """Stops every daemon; returns what went wrong (empty when clean)."""
+        problems = []
+        for srv in self.servers:
+            try:
+                srv.stop()
+                wait_for(lambda: not any(alive(p) for p in srv.seen_pids if p != srv.pid),
+                         self.gone_within, what="workers gone")
+            except AssertionError as exc:
+                problems.append(str(exc))
+            finally:
+                srv.cleanup()
+            leaked = srv.leaked_sysv()
+            if leaked:
+                problems.append(f"SysV objects left behind: {leaked}\n{srv.log()[-3000:]}")
+            if log_check is not None:
+                problems.extend(log_check(srv))
+        return problems

@@ -18,32 +18,12 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
-from helpers.server import Server, alive, wait_for  # noqa: E402
+from helpers.server import ServerPool  # noqa: E402
 
 
 @pytest.fixture
 def serve(tmp_path):
-    servers: list[Server] = []
-
-    def make(*, start: bool = True, name: str | None = None, **kwargs) -> Server:
-        srv = Server(tmp_path / (name or f"s{len(servers)}"), **kwargs)
-        servers.append(srv)
-        if start:
-            srv.start()
-        return srv
-
-    yield make
-    problems = []
-    for srv in servers:
-        try:
-            srv.stop()
-            wait_for(lambda: not any(alive(p) for p in srv.seen_pids if p != srv.pid),
-                     5, what="workers gone")
-        except AssertionError as exc:
-            problems.append(str(exc))
-        finally:
-            srv.cleanup()
-        leaked = srv.leaked_sysv()
-        if leaked:
-            problems.append(f"SysV objects left behind: {leaked}\n{srv.log()[-3000:]}")
+    pool = ServerPool(tmp_path, gone_within=5)
+    yield pool.make
+    problems = pool.close()
     assert not problems, "\n".join(problems)

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from helpers.server import free_port
+from helpers.tls import make_cert
 
 QSMTPCTL = str(pathlib.Path(sys.executable).with_name("qsmtpctl"))
 PASSWORD = "correct horse battery"  # smtplib only sends ASCII
@@ -24,11 +25,7 @@ PLAIN = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-subj", "/CN=localhost", "-days", "2", "-keyout", str(key),
-                    "-out", str(cert)], check=True, capture_output=True)
+    cert, key = make_cert(tmp_path_factory.mktemp("tls"))
     return cert, key
 
 

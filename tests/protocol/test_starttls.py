@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-import subprocess
 
 import pytest
 
+from helpers.tls import make_cert
 from protocol_harness import Client, Server, write_config
 
 
 @pytest.fixture(scope="session")
 def cert(tmp_path_factory):
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-subj", "/CN=localhost", "-days", "2", "-keyout", str(key),
-                    "-out", str(cert)], check=True, capture_output=True)
+    cert, key = make_cert(tmp_path_factory.mktemp("tls"))
     return str(cert), str(key)
 
 
