@@ -15,7 +15,6 @@ freshclam the package may have started play no part.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,13 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers.server import alive, free_port, wait_for
+from helpers.daemon import PrivateDaemon, ask
+from helpers.server import free_port, wait_for
 
 CLAMD = "/usr/sbin/clamd"
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
-class Clamd:
+class Clamd(PrivateDaemon):
     def __init__(self, signatures: dict[str, bytes], stream_max: str = "25M") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="qsmtp-clamd-"))
         self.port = free_port()
@@ -75,13 +75,7 @@ SelfCheck 3600
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"clamd exited {self.proc.returncode}:\n{self.log()}")
-        return command(self.socket_path, b"zPING\0") == b"PONG\0"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return ask(self.socket_path, socket.AF_UNIX, b"zPING\0") == b"PONG\0"
 
     def pause(self) -> None:
         """SIGSTOP: clamd still accepts connections (the kernel does) but
@@ -90,40 +84,3 @@ SelfCheck 3600
 
     def resume(self) -> None:
         self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        assert not alive(self.proc.pid)
-        self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "Clamd":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
-
-
-def command(path: str, request: bytes) -> bytes:
-    """One clamd command over its unix socket; b"" when it does not answer."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2)
-            sock.connect(path)
-            sock.sendall(request)
-            return sock.recv(200)
-    except OSError:
-        return b""
-

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from helpers.daemon import PrivateDaemon, ask
 from helpers.server import alive, children_of, free_port, wait_for
 
 SPAMD = "/usr/sbin/spamd"
@@ -42,7 +43,7 @@ dns_available no
 """
 
 
-class Spamd:
+class Spamd(PrivateDaemon):
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="qsmtp-spamd-"))
         self.port = free_port()
@@ -89,49 +90,15 @@ class Spamd:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"spamd exited {self.proc.returncode}:\n{self.log()}")
         self.pids.update(children_of(self.proc.pid))
-        return b"PONG" in ping(("127.0.0.1", self.port), socket.AF_INET)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return b"PONG" in ask(("127.0.0.1", self.port), socket.AF_INET, b"PING SPAMC/1.5\r\n\r\n")
 
     def stop(self) -> None:
         if self.proc is None:
             return
         self.pids.update(children_of(self.proc.pid))
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.terminate()
         for pid in self.pids - {self.proc.pid}:  # children spamd forked
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not any(alive(p) for p in self.pids), 10, what="spamd children gone")
         self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "Spamd":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
-
-
-def ping(address, family: int) -> bytes:
-    """spamd's PING; b"" when it does not answer (yet)."""
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2)
-            sock.connect(address)
-            sock.sendall(b"PING SPAMC/1.5\r\n\r\n")
-            return sock.recv(200)
-    except OSError:
-        return b""
