@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 import sys
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
 from helpers.fakes import make_session  # noqa: E402
+from helpers.tinyfs import fill, remount, tiny_tmpfs  # noqa: E402
 
 from qsmtp import config as qconfig  # noqa: E402
 from qsmtp.plugins.api import Result  # noqa: E402
@@ -24,14 +24,8 @@ MESSAGE = b"Subject: test\n\n" + b"x" * 60 + b"\n"
 
 @pytest.fixture()
 def small_fs(tmp_path):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)],
-                   check=True)
-    try:
+    with tiny_tmpfs(tmp_path / "mnt", "256k", "0700") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def plugin_for(tmp_path, maildir):
@@ -39,19 +33,6 @@ def plugin_for(tmp_path, maildir):
     path.write_text(f'[queue]\npath = "{maildir}"\n')
     cfg = qconfig.load(str(path))
     return QueueMaildir(cfg, "queue/maildir", {}), cfg
-
-
-def fill(directory: pathlib.Path) -> pathlib.Path:
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 512)
-    except OSError:
-        pass  # ENOSPC: full to the last block
-    finally:
-        os.close(fd)
-    return filler
 
 
 def listing(maildir):
@@ -85,9 +66,9 @@ def test_big_message_fills_disk_midway(tmp_path, small_fs):
 def test_read_only_filesystem(tmp_path, small_fs):
     maildir = small_fs / "Maildir"
     plugin, cfg = plugin_for(tmp_path, maildir)
-    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    remount(small_fs, "ro")
     result, message = plugin.hook_queue(make_session(cfg, MESSAGE))
     assert result is Result.DENYSOFT and message.startswith("4.3.0")
     assert listing(maildir) == {"tmp": [], "new": []}
-    subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    remount(small_fs, "rw")
     assert plugin.hook_queue(make_session(cfg, MESSAGE))[0] is Result.OK

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import smtplib
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 
 from helpers.server import free_port
+from helpers.tinyfs import fill, remount, tiny_tmpfs
 from reltools import TALLY, maildir_files, scale
 
 
@@ -38,27 +38,8 @@ def send(port: int, subject: str, size: int = 200, timeout: float = 20) -> tuple
 # ---- the spool ---------------------------------------------------------------------
 @pytest.fixture
 def tiny_spool(tmp_path):
-    mnt = tmp_path / "spool"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
-                   check=True)
-    try:
+    with tiny_tmpfs(tmp_path / "spool", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(directory) -> str:
-    path = os.path.join(directory, "filler")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 512)
-    except OSError:
-        pass  # ENOSPC: full to the last block
-    finally:
-        os.close(fd)
-    return path
 
 
 def test_spool_full_and_read_only_under_fleet(fleet, tiny_spool):
@@ -76,12 +57,12 @@ def test_spool_full_and_read_only_under_fleet(fleet, tiny_spool):
         assert status == 451 and text.startswith("4.3.0"), (status, text)
         os.unlink(filler)
         assert send(srv.port, f"space back {i}")[0] == 250
-        subprocess.run(["mount", "-o", "remount,ro", str(tiny_spool)], check=True)
+        remount(tiny_spool, "ro")
         try:
             status, text = send(srv.port, f"ro {i}")
             assert status == 451 and text.startswith("4.3.0"), (status, text)
         finally:
-            subprocess.run(["mount", "-o", "remount,rw", str(tiny_spool)], check=True)
+            remount(tiny_spool, "rw")
         assert send(srv.port, f"rw again {i}")[0] == 250
         TALLY.add("faults.disk_full", 2)
         TALLY.add("faults.read_only", 1)
