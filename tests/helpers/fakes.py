@@ -44,3 +44,17 @@ def make_session(config, message: bytes = b"Subject: hi\n\nbody\n", sender="s@a.
     txn.recipients = [addr(r) for r in rcpts]
     txn.body = FakeBody(message)
     return sess
+
+
+def session_with_spooled_body(config, message: bytes, threshold: int = 1 << 20) -> Session:
+    """A session whose transaction holds a real MessageBody, fed in 64 KiB
+    pieces as the engine does, on disk past `threshold` bytes."""
+    from qsmtp.smtp.message import MessageBody
+
+    sess = make_session(config)
+    body = MessageBody(spool_threshold=threshold)
+    for start in range(0, len(message), 1 << 16):
+        body.write(message[start:start + (1 << 16)])
+    body.finish()
+    sess.transaction.body = body
+    return sess

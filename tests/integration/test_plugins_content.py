@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
 from helpers.clamd import EICAR, Clamd  # noqa: E402
-from helpers.fakes import make_session  # noqa: E402
+from helpers.fakes import session_with_spooled_body  # noqa: E402
 from helpers.server import Server, free_port  # noqa: E402
 from helpers.spamd import GTUBE, Spamd  # noqa: E402
 
@@ -28,7 +28,6 @@ from qsmtp import config as qconfig  # noqa: E402
 from qsmtp.plugins.api import HookResult, Result  # noqa: E402
 from qsmtp.plugins.builtin.clamav import ClamAV  # noqa: E402
 from qsmtp.plugins.builtin.spamassassin import SpamAssassin  # noqa: E402
-from qsmtp.smtp.message import MessageBody  # noqa: E402
 from qsmtp.smtp.replies import decide  # noqa: E402
 
 CONFIG = qconfig.load(None, {"server.me": "mx.test"})
@@ -67,13 +66,7 @@ def message(body: str | bytes, *, headers: str = "", subject: str = "test") -> b
 
 
 def session(raw: bytes, threshold: int = 1 << 20):
-    sess = make_session(CONFIG)
-    body = MessageBody(spool_threshold=threshold)
-    for start in range(0, len(raw), 1 << 16):
-        body.write(raw[start:start + (1 << 16)])
-    body.finish()
-    sess.transaction.body = body
-    return sess
+    return session_with_spooled_body(CONFIG, raw, threshold)
 
 
 def reply(result) -> bytes:

@@ -17,14 +17,13 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
 from helpers.fake_daemon import FakeDaemon, recv_exact  # noqa: E402
-from helpers.fakes import make_session  # noqa: E402
+from helpers.fakes import session_with_spooled_body  # noqa: E402
 from helpers.server import free_port  # noqa: E402
 
 from qsmtp import config as qconfig  # noqa: E402
 from qsmtp.plugins.api import HookResult, PluginError, Result  # noqa: E402
 from qsmtp.plugins.builtin.clamav import (ClamAV, ClamdError, TooLarge,  # noqa: E402
                                           parse_reply)
-from qsmtp.smtp.message import MessageBody  # noqa: E402
 from qsmtp.smtp.replies import decide  # noqa: E402
 
 CONFIG = qconfig.load(None, {"server.me": "mx.test"})
@@ -36,13 +35,7 @@ def plugin(**opts):
 
 
 def session(message: bytes = MESSAGE, threshold: int = 1 << 20):
-    sess = make_session(CONFIG)
-    body = MessageBody(spool_threshold=threshold)
-    for start in range(0, len(message), 1 << 16):
-        body.write(message[start:start + (1 << 16)])
-    body.finish()
-    sess.transaction.body = body
-    return sess
+    return session_with_spooled_body(CONFIG, message, threshold)
 
 
 def read_stream(sock, sha=None):

@@ -16,14 +16,13 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
 from helpers.fake_daemon import FakeDaemon, recv_exact, recv_until  # noqa: E402
-from helpers.fakes import make_session  # noqa: E402
+from helpers.fakes import session_with_spooled_body  # noqa: E402
 from helpers.server import free_port  # noqa: E402
 
 from qsmtp import config as qconfig  # noqa: E402
 from qsmtp.plugins.api import HookResult, PluginError, Result  # noqa: E402
 from qsmtp.plugins.builtin.spamassassin import (SpamAssassin, SpamdError,  # noqa: E402
                                                 Verdict, parse_response, tag_headers)
-from qsmtp.smtp.message import MessageBody  # noqa: E402
 from qsmtp.smtp.replies import decide  # noqa: E402
 
 CONFIG = qconfig.load(None, {})
@@ -38,13 +37,7 @@ def plugin(**opts):
 
 
 def session(message: bytes = MESSAGE, threshold: int = 1 << 20):
-    sess = make_session(CONFIG)
-    body = MessageBody(spool_threshold=threshold)
-    for start in range(0, len(message), 1 << 16):
-        body.write(message[start:start + (1 << 16)])
-    body.finish()
-    sess.transaction.body = body
-    return sess
+    return session_with_spooled_body(CONFIG, message, threshold)
 
 
 def spamd_reply(reply: bytes, keep: bool = True):
