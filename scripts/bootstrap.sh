@@ -23,6 +23,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     # Postfix is only a test tool here (smtp-source, private instances):
     # never let its postinst configure a system mailer.
     echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+    # Test tools only: their system daemons (postfix, spamd, clamd, freshclam,
+    # which would download signatures) must not start. Images built for
+    # containers already forbid it with policy-rc.d; elsewhere, for the install.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
