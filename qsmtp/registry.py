@@ -1,30 +1,7 @@
 """The worker registry: one SysV shared-memory segment of fixed-size slots,
 guarded by one SysV semaphore taken with SEM_UNDO.  The only user of sysv_ipc.
 
-Layout (little-endian, no implicit padding), HEADER_SIZE + slots * SLOT_SIZE:
-
-  header (128 bytes)                    slot (80 bytes, one per possible worker)
-  0   8s magic b"QSMTPREG"              0   I  pid (0 = free)
-  8   I  layout version                 4   I  generation it was forked in
-  12  I  slot size                      8   I  sessions served
-  16  I  slots                          12  H  (pad)
-  20  I  supervisor pid                 14  B  state: free/reserved/idle/busy
-  24  I  generation                     15  B  peer family: 0, 4, 6
-  28  B  supervisor state               16  16s peer address (inet_pton)
-  29  B  reload status (none/ok/failed) 32  16s service (listener name)
-  30  H  (pad)                          48  d  since (busy since / idle since)
-  32  d  started                        56  d  heartbeat
-  40  Q  sessions_total                 64  d  started (fork time)
-  48  I  children (max workers)         72  8x (spare)
-  52  I  idle_children
-  56  I  max_from_ip
-  60  I  lock recoveries
-  64  d  reload time
-  72  d  throttled_until (boot-loop back-off, 0 = none)
-  80  48s reload reason (UTF-8, NUL padded)
-
-State, family and peer are adjacent (slot bytes 14..32) so the per-IP count
-compares one 18-byte slice per slot, and mark_busy is a single write.
+The byte layout is in registry_layout.py.
 
 Why SEM_UNDO: a worker killed while holding the lock gets it released by the
 kernel, so a crash can never wedge the fleet.  A *live* holder stuck for more
@@ -43,7 +20,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import struct
 import time
 from typing import Any, Iterator
@@ -51,37 +27,16 @@ from typing import Any, Iterator
 import sysv_ipc
 
 from qsmtp.pidfile import alive as pid_alive
+from qsmtp.registry_layout import (
+    BUSY, FREE, H_GEN, H_LOCKREC, H_PID, H_RELOAD, H_SESSIONS, H_STATE, HEADER,
+    HEADER_FIELDS, HEADER_SIZE, IDLE, MAGIC, PACK_D, PACK_I, RELOAD_STATUS, RESERVED,
+    S_HEARTBEAT, S_MATCH, S_SESSIONS, SLOT, SLOT_SIZE, SUPERVISOR_STATES, VERSION,
+    decode, encode_text, normalise_peer)
 
 log = logging.getLogger("qsmtp.registry")
 
-MAGIC = b"QSMTPREG"
-VERSION = 1
 LOCK_TIMEOUT = 2.0  # seconds; a bound, never a hang
 PUBLISHED = "registry"  # file name under runtime_dir
-
-HEADER = struct.Struct("<8sIIIIIBBHdQIIIIdd48s")
-HEADER_SIZE = 128
-SLOT = struct.Struct("<IIIHBB16s16sddd8x")
-SLOT_SIZE = SLOT.size
-assert HEADER.size <= HEADER_SIZE and SLOT_SIZE == 80
-
-FREE, RESERVED, IDLE, BUSY = 0, 1, 2, 3
-SLOT_STATES = {FREE: "free", RESERVED: "starting", IDLE: "idle", BUSY: "busy"}
-SUPERVISOR_STATES = ("starting", "running", "reloading", "stopping")
-RELOAD_STATUS = ("none", "ok", "failed")
-
-# Header field offsets, for single-field writes.
-_H_PID, _H_GEN, _H_STATE, _H_RELOAD = 20, 24, 28, 29
-_H_SESSIONS, _H_LOCKREC = 40, 60
-_HEADER_FIELDS = {  # name -> (offset, struct format)
-    "supervisor_pid": (20, "<I"), "generation": (24, "<I"), "started": (32, "<d"),
-    "sessions_total": (40, "<Q"), "children": (48, "<I"), "idle_children": (52, "<I"),
-    "max_from_ip": (56, "<I"), "reload_time": (64, "<d"), "throttled_until": (72, "<d"),
-}
-# Slot field offsets (relative to the slot).
-_S_SESSIONS, _S_MATCH, _S_SINCE, _S_HEARTBEAT = 8, 14, 48, 56
-_PACK_D = struct.Struct("<d").pack
-_PACK_I = struct.Struct("<I").pack
 
 
 class RegistryError(Exception):
@@ -99,40 +54,6 @@ class RegistryPermissionError(RegistryError):
         super().__init__(f"cannot read the registry at {path}: permission denied "
                          f"(join group {group})")
         self.path, self.group = path, group
-
-
-def normalise_peer(ip: str | None) -> tuple[int, bytes]:
-    """-> (family 4/6, 16 bytes); IPv4-mapped IPv6 becomes IPv4; (0, zeros) if
-    there is no usable IP (unix socket, garbage), which is never counted."""
-    if not ip:
-        return 0, bytes(16)
-    ip = ip.split("%", 1)[0]  # drop an IPv6 scope id
-    try:
-        raw = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
-    except OSError:
-        return 0, bytes(16)
-    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
-        raw = raw[12:]
-    if len(raw) == 4:
-        return 4, raw + bytes(12)
-    return 6, raw
-
-
-def format_peer(family: int, raw: bytes) -> str | None:
-    if family == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    if family == 6:
-        return socket.inet_ntop(socket.AF_INET6, raw)
-    return None
-
-
-def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-def _encode(text: str, size: int) -> bytes:
-    data = text.encode("utf-8")[:size]
-    return data.decode("utf-8", "ignore").encode("utf-8").ljust(size, b"\0")
 
 
 def _is_qsmtp(pid: int) -> bool:
@@ -218,7 +139,7 @@ def _remove_stale(runtime_dir: str) -> None:
     ours = (shm is not None and shm.read(8) == MAGIC
             and _ipc_key("shm", shm.id) == data.get("key"))
     if ours and pid_alive(pid) and _is_qsmtp(pid):
-        header_pid = struct.unpack_from("<I", shm.read(HEADER_SIZE), _H_PID)[0]
+        header_pid = struct.unpack_from("<I", shm.read(HEADER_SIZE), H_PID)[0]
         shm.detach()
         if header_pid == pid:
             raise RegistryError(f"another qsmtp (pid {pid}) is running")
@@ -256,7 +177,7 @@ def _remove_orphans() -> None:
             shm = sysv_ipc.attach(int(row["shmid"]), flags=sysv_ipc.SHM_RDONLY)
             head = shm.read(HEADER_SIZE)
             shm.detach()
-            pid = struct.unpack_from("<I", head, _H_PID)[0]
+            pid = struct.unpack_from("<I", head, H_PID)[0]
             if head[:8] != MAGIC or (pid_alive(pid) and _is_qsmtp(pid)):
                 continue
             log.warning("removing orphaned registry of pid %d (shm %s)", pid, row["shmid"])
@@ -448,8 +369,8 @@ class Registry:
             self.sem.value = 1
 
     def _count_recovery(self) -> None:
-        count = struct.unpack("<I", self.shm.read(4, _H_LOCKREC))[0]
-        self.shm.write(_PACK_I(count + 1), _H_LOCKREC)
+        count = struct.unpack("<I", self.shm.read(4, H_LOCKREC))[0]
+        self.shm.write(PACK_I(count + 1), H_LOCKREC)
 
     # ---- supervisor side -------------------------------------------------------
     def claim_slot(self) -> int:
@@ -475,23 +396,23 @@ class Registry:
             self.shm.write(bytes(SLOT_SIZE), self._offsets[index])
 
     def set_generation(self, generation: int) -> None:
-        self.shm.write(_PACK_I(generation), _H_GEN)
+        self.shm.write(PACK_I(generation), H_GEN)
 
     def set_state(self, state: str) -> None:
-        self.shm.write(bytes([SUPERVISOR_STATES.index(state)]), _H_STATE)
+        self.shm.write(bytes([SUPERVISOR_STATES.index(state)]), H_STATE)
 
     def set_reload(self, status: str, reason: str = "", now: float | None = None) -> None:
         """reload_status for qsmtpctl reload: 'ok' or 'failed' with a reason."""
         self.set_header(reload_time=time.time() if now is None else now)
-        self.shm.write(_encode(reason, 48), 80)
-        self.shm.write(bytes([RELOAD_STATUS.index(status)]), _H_RELOAD)
+        self.shm.write(encode_text(reason, 48), 80)
+        self.shm.write(bytes([RELOAD_STATUS.index(status)]), H_RELOAD)
 
     def set_header(self, **fields: Any) -> None:
         for name, value in fields.items():
             if name == "state":
                 self.set_state(value)
                 continue
-            offset, fmt = _HEADER_FIELDS[name]
+            offset, fmt = HEADER_FIELDS[name]
             self.shm.write(struct.pack(fmt, value), offset)
 
     def add_sessions(self, count: int) -> None:
@@ -499,8 +420,8 @@ class Registry:
             self._add_sessions(count)
 
     def _add_sessions(self, count: int) -> None:
-        total = struct.unpack("<Q", self.shm.read(8, _H_SESSIONS))[0]
-        self.shm.write(struct.pack("<Q", total + count), _H_SESSIONS)
+        total = struct.unpack("<Q", self.shm.read(8, H_SESSIONS))[0]
+        self.shm.write(struct.pack("<Q", total + count), H_SESSIONS)
 
     def worker_pids(self) -> list[int]:
         raw = self.shm.read(self.slots * SLOT_SIZE, HEADER_SIZE)
@@ -520,28 +441,28 @@ class Registry:
                 area = self.shm.read(self.slots * SLOT_SIZE, HEADER_SIZE)
                 count = 0
                 for offset in self._offsets:
-                    start = offset - HEADER_SIZE + _S_MATCH
+                    start = offset - HEADER_SIZE + S_MATCH
                     if offset != mine and area[start:start + 18] == record:
                         count += 1
                 if count >= max_from_ip:
                     return count
-            self.shm.write(record + _encode(service, 16) + _PACK_D(time.time()),
-                           mine + _S_MATCH)
+            self.shm.write(record + encode_text(service, 16) + PACK_D(time.time()),
+                           mine + S_MATCH)
         return None
 
     def mark_idle(self, index: int, sessions_served: int) -> None:
         """End of a session: slot idle again, and one more in sessions_total."""
         offset = self._offsets[index]
         with self._locked():
-            self.shm.write(_PACK_I(sessions_served), offset + _S_SESSIONS)
-            self.shm.write(bytes([IDLE, 0]) + bytes(32) + _PACK_D(time.time()),
-                           offset + _S_MATCH)
+            self.shm.write(PACK_I(sessions_served), offset + S_SESSIONS)
+            self.shm.write(bytes([IDLE, 0]) + bytes(32) + PACK_D(time.time()),
+                           offset + S_MATCH)
             self._add_sessions(1)
 
     def heartbeat(self, index: int, now: float | None = None) -> None:
         """Own field only, no lock: one 8-byte aligned write."""
-        self.shm.write(_PACK_D(time.time() if now is None else now),
-                       self._offsets[index] + _S_HEARTBEAT)
+        self.shm.write(PACK_D(time.time() if now is None else now),
+                       self._offsets[index] + S_HEARTBEAT)
 
     # ---- snapshot ---------------------------------------------------------------------
     def snapshot(self, timeout: float | None = None) -> dict[str, Any]:
@@ -567,38 +488,3 @@ def _dir_gid(path: str) -> int | None:
         return os.stat(path).st_gid
     except OSError:
         return None
-
-
-def decode(raw: bytes, consistent: bool = True) -> dict[str, Any]:
-    """Bytes of a whole segment -> the snapshot dict qsmtpctl renders."""
-    (magic, version, _slot_size, slots, pid, generation, state, reload_status, _,
-     started, sessions_total, children, idle_children, max_from_ip, recoveries,
-     reload_time, throttled, reason) = HEADER.unpack_from(raw, 0)
-    workers = []
-    for index in range(slots):
-        (wpid, wgen, sessions, _, wstate, family, peer, service, since, heartbeat,
-         wstarted) = SLOT.unpack_from(raw, HEADER_SIZE + index * SLOT_SIZE)
-        if wstate == FREE:
-            continue
-        workers.append({
-            "slot": index, "pid": wpid, "generation": wgen,
-            "state": SLOT_STATES.get(wstate, "unknown"),
-            "peer": format_peer(family, peer), "service": _text(service) or None,
-            "since": since, "heartbeat": heartbeat, "started": wstarted,
-            "sessions": sessions,
-        })
-    return {
-        "magic_ok": magic == MAGIC, "version": version, "consistent": consistent,
-        "supervisor": {
-            "pid": pid, "generation": generation, "started": started,
-            "state": SUPERVISOR_STATES[state] if state < len(SUPERVISOR_STATES) else "?",
-            "sessions_total": sessions_total, "lock_recoveries": recoveries,
-            "reload_status": RELOAD_STATUS[reload_status]
-            if reload_status < len(RELOAD_STATUS) else "?",
-            "reload_reason": _text(reason), "reload_time": reload_time,
-            "throttled_until": throttled or None,
-        },
-        "pool": {"max": children, "slots": slots, "idle_children": idle_children,
-                 "max_from_ip": max_from_ip},
-        "workers": workers,
-    }

@@ -15,6 +15,7 @@ import pytest
 import sysv_ipc
 
 from qsmtp import registry as regmod
+from qsmtp import registry_layout as layout
 from qsmtp.registry import (NotRunning, Registry, RegistryError, RegistryPermissionError,
                             normalise_peer)
 
@@ -128,12 +129,12 @@ def _worker(reg: Registry, pid: int, generation: int = 1) -> int:
 def test_normalise_peer(text, family, shown):
     got_family, raw = normalise_peer(text)
     assert got_family == family and len(raw) == 16
-    assert regmod.format_peer(got_family, raw) == shown
+    assert layout.format_peer(got_family, raw) == shown
 
 
 def test_layout_sizes():
-    assert regmod.SLOT_SIZE == 80
-    assert regmod.HEADER.size <= regmod.HEADER_SIZE == 128
+    assert layout.SLOT_SIZE == 80
+    assert layout.HEADER.size <= layout.HEADER_SIZE == 128
 
 
 # ---- life cycle ------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_create_publish_remove(runtime_dir, sysv_guard):
     assert published["pid"] == os.getpid() and published["shm_id"] == reg.shm.id
     assert oct(os.stat(os.path.join(runtime_dir, "registry")).st_mode & 0o777) == "0o644"
     assert reg.shm.mode & 0o777 == 0o640 and reg.sem.mode & 0o777 == 0o640
-    assert reg.shm.size == regmod.HEADER_SIZE + 4 * regmod.SLOT_SIZE
+    assert reg.shm.size == layout.HEADER_SIZE + 4 * layout.SLOT_SIZE
     assert reg.exists()
     reg.remove()
     reg.remove()  # idempotent

@@ -1,0 +1,130 @@
+"""The registry's bytes: the layout of the shared-memory segment and how it is
+encoded and decoded. Pure (no sysv_ipc): registry.py owns the segment.
+
+Layout (little-endian, no implicit padding), HEADER_SIZE + slots * SLOT_SIZE:
+
+  header (128 bytes)                    slot (80 bytes, one per possible worker)
+  0   8s magic b"QSMTPREG"              0   I  pid (0 = free)
+  8   I  layout version                 4   I  generation it was forked in
+  12  I  slot size                      8   I  sessions served
+  16  I  slots                          12  H  (pad)
+  20  I  supervisor pid                 14  B  state: free/reserved/idle/busy
+  24  I  generation                     15  B  peer family: 0, 4, 6
+  28  B  supervisor state               16  16s peer address (inet_pton)
+  29  B  reload status (none/ok/failed) 32  16s service (listener name)
+  30  H  (pad)                          48  d  since (busy since / idle since)
+  32  d  started                        56  d  heartbeat
+  40  Q  sessions_total                 64  d  started (fork time)
+  48  I  children (max workers)         72  8x (spare)
+  52  I  idle_children
+  56  I  max_from_ip
+  60  I  lock recoveries
+  64  d  reload time
+  72  d  throttled_until (boot-loop back-off, 0 = none)
+  80  48s reload reason (UTF-8, NUL padded)
+
+State, family and peer are adjacent (slot bytes 14..32) so the per-IP count
+compares one 18-byte slice per slot, and mark_busy is a single write.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+MAGIC = b"QSMTPREG"
+VERSION = 1
+
+HEADER = struct.Struct("<8sIIIIIBBHdQIIIIdd48s")
+HEADER_SIZE = 128
+SLOT = struct.Struct("<IIIHBB16s16sddd8x")
+SLOT_SIZE = SLOT.size
+assert HEADER.size <= HEADER_SIZE and SLOT_SIZE == 80
+
+FREE, RESERVED, IDLE, BUSY = 0, 1, 2, 3
+SLOT_STATES = {FREE: "free", RESERVED: "starting", IDLE: "idle", BUSY: "busy"}
+SUPERVISOR_STATES = ("starting", "running", "reloading", "stopping")
+RELOAD_STATUS = ("none", "ok", "failed")
+
+# Header field offsets, for single-field writes.
+H_PID, H_GEN, H_STATE, H_RELOAD = 20, 24, 28, 29
+H_SESSIONS, H_LOCKREC = 40, 60
+HEADER_FIELDS = {  # name -> (offset, struct format)
+    "supervisor_pid": (20, "<I"), "generation": (24, "<I"), "started": (32, "<d"),
+    "sessions_total": (40, "<Q"), "children": (48, "<I"), "idle_children": (52, "<I"),
+    "max_from_ip": (56, "<I"), "reload_time": (64, "<d"), "throttled_until": (72, "<d"),
+}
+# Slot field offsets (relative to the slot).
+S_SESSIONS, S_MATCH, S_SINCE, S_HEARTBEAT = 8, 14, 48, 56
+PACK_D = struct.Struct("<d").pack
+PACK_I = struct.Struct("<I").pack
+
+
+def normalise_peer(ip: str | None) -> tuple[int, bytes]:
+    """-> (family 4/6, 16 bytes); IPv4-mapped IPv6 becomes IPv4; (0, zeros) if
+    there is no usable IP (unix socket, garbage), which is never counted."""
+    if not ip:
+        return 0, bytes(16)
+    ip = ip.split("%", 1)[0]  # drop an IPv6 scope id
+    try:
+        raw = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    except OSError:
+        return 0, bytes(16)
+    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+        raw = raw[12:]
+    if len(raw) == 4:
+        return 4, raw + bytes(12)
+    return 6, raw
+
+
+def format_peer(family: int, raw: bytes) -> str | None:
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if family == 6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return None
+
+
+def decode_text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def encode_text(text: str, size: int) -> bytes:
+    data = text.encode("utf-8")[:size]
+    return data.decode("utf-8", "ignore").encode("utf-8").ljust(size, b"\0")
+
+
+def decode(raw: bytes, consistent: bool = True) -> dict[str, Any]:
+    """Bytes of a whole segment -> the snapshot dict qsmtpctl renders."""
+    (magic, version, _slot_size, slots, pid, generation, state, reload_status, _,
+     started, sessions_total, children, idle_children, max_from_ip, recoveries,
+     reload_time, throttled, reason) = HEADER.unpack_from(raw, 0)
+    workers = []
+    for index in range(slots):
+        (wpid, wgen, sessions, _, wstate, family, peer, service, since, heartbeat,
+         wstarted) = SLOT.unpack_from(raw, HEADER_SIZE + index * SLOT_SIZE)
+        if wstate == FREE:
+            continue
+        workers.append({
+            "slot": index, "pid": wpid, "generation": wgen,
+            "state": SLOT_STATES.get(wstate, "unknown"),
+            "peer": format_peer(family, peer), "service": decode_text(service) or None,
+            "since": since, "heartbeat": heartbeat, "started": wstarted,
+            "sessions": sessions,
+        })
+    return {
+        "magic_ok": magic == MAGIC, "version": version, "consistent": consistent,
+        "supervisor": {
+            "pid": pid, "generation": generation, "started": started,
+            "state": SUPERVISOR_STATES[state] if state < len(SUPERVISOR_STATES) else "?",
+            "sessions_total": sessions_total, "lock_recoveries": recoveries,
+            "reload_status": RELOAD_STATUS[reload_status]
+            if reload_status < len(RELOAD_STATUS) else "?",
+            "reload_reason": decode_text(reason), "reload_time": reload_time,
+            "throttled_until": throttled or None,
+        },
+        "pool": {"max": children, "slots": slots, "idle_children": idle_children,
+                 "max_from_ip": max_from_ip},
+        "workers": workers,
+    }
