@@ -151,6 +151,15 @@ def _edit(path: str, user: str, change) -> None:
             fail(f"cannot write {path}: {exc.strerror or exc}", EX_FAIL)
 
 
+def _require(user: str, users, path: str, *, exists: bool) -> None:
+    """Asked before the password prompt and again under the lock: another
+    qsmtpctl may have changed the file in between."""
+    if exists and user not in users:
+        fail(f"no user {user!r} in {path}", EX_FAIL)
+    if not exists and user in users:
+        fail(f"user {user!r} already exists in {path}", EX_FAIL)
+
+
 def _index(lines: list[str], user: str) -> int:
     prefix = user + ":"
     return next(i for i, line in enumerate(lines) if line.startswith(prefix))
@@ -165,13 +174,11 @@ def _index(lines: list[str], user: str) -> int:
 def add(user: str, path: str | None, password_stdin: bool, cost: int) -> None:
     """Add USER (refused if it exists)."""
     path = _file(path)
-    if user in _read(path)[1]:  # before asking for a password; re-checked locked
-        fail(f"user {user!r} already exists in {path}", EX_FAIL)
+    _require(user, _read(path)[1], path, exists=False)
     hashed = _new_hash(user, password_stdin, cost)
 
     def change(lines, users):
-        if user in users:
-            fail(f"user {user!r} already exists in {path}", EX_FAIL)
+        _require(user, users, path, exists=False)
         return lines + [f"{user}:{hashed}"]
 
     _edit(path, user, change)
@@ -187,13 +194,11 @@ def add(user: str, path: str | None, password_stdin: bool, cost: int) -> None:
 def passwd(user: str, path: str | None, password_stdin: bool, cost: int) -> None:
     """Set a new password for USER."""
     path = _file(path)
-    if user not in _read(path)[1]:
-        fail(f"no user {user!r} in {path}", EX_FAIL)
+    _require(user, _read(path)[1], path, exists=True)
     hashed = _new_hash(user, password_stdin, cost)
 
     def change(lines, users):
-        if user not in users:
-            fail(f"no user {user!r} in {path}", EX_FAIL)
+        _require(user, users, path, exists=True)
         lines[_index(lines, user)] = f"{user}:{hashed}"
         return lines
 
@@ -210,8 +215,7 @@ def delete(user: str, path: str | None) -> None:
     path = _file(path)
 
     def change(lines, users):
-        if user not in users:
-            fail(f"no user {user!r} in {path}", EX_FAIL)
+        _require(user, users, path, exists=True)
         del lines[_index(lines, user)]
         return lines
 

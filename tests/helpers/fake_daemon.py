@@ -90,3 +90,25 @@ def recv_until(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
             raise EOFError(f"no {marker!r} in {bytes(data)!r}")
         data += chunk
     return bytes(data)
+
+
+def scan_against_hung_daemon(scan: Callable[[str], Any],
+                             read_request: Callable[[socket.socket], Any]) -> tuple[Any, float]:
+    """A daemon that reads the request and then never answers: returns what
+    `scan(address)` gave and how long it took (seconds)."""
+    import time
+
+    release = threading.Event()
+
+    def hang(sock: socket.socket) -> None:
+        read_request(sock)
+        release.wait(10)
+
+    with FakeDaemon(hang) as fake:
+        started = time.monotonic()
+        try:
+            result = scan(fake.address)
+        finally:
+            took = time.monotonic() - started
+            release.set()
+    return result, took

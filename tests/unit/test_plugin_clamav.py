@@ -8,15 +8,13 @@ import hashlib
 import pathlib
 import struct
 import sys
-import threading
-import time
 import tracemalloc
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
-from helpers.fake_daemon import FakeDaemon, recv_exact  # noqa: E402
+from helpers.fake_daemon import FakeDaemon, recv_exact, scan_against_hung_daemon  # noqa: E402
 from helpers.fakes import session_with_spooled_body  # noqa: E402
 from helpers.server import free_port  # noqa: E402
 
@@ -138,18 +136,9 @@ def test_scanner_error_defers_or_passes():
 
 
 def test_hung_scanner_times_out():
-    release = threading.Event()
-
-    def hang(sock):
-        read_stream(sock)
-        release.wait(10)
-
     sess = session()
-    with FakeDaemon(hang) as fake:
-        started = time.monotonic()
-        result = plugin(address=fake.address, timeout=0.5).hook_data_post(sess)
-        took = time.monotonic() - started
-        release.set()
+    result, took = scan_against_hung_daemon(
+        lambda address: plugin(address=address, timeout=0.5).hook_data_post(sess), read_stream)
     assert result[0] is Result.DENYSOFT and 0.4 < took < 3.0
 
 

@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
 from helpers.fakes import addr, make_session  # noqa: E402
+from helpers.forked import run_forked  # noqa: E402
 
 from qsmtp import config as qconfig  # noqa: E402
 from qsmtp.plugins.api import PluginError, Result  # noqa: E402
@@ -117,10 +118,9 @@ def test_bad_options(opts):
 
 
 # -- concurrent workers: real processes on one database file ----------------
-def _hammer(plugin, barrier, queue, rounds, ip):
+def _hammer(plugin, rounds, ip):
     """One forked worker: the plugin object crossed fork() (like the
     supervisor's), so its SQLite connection must be opened here."""
-    barrier.wait()
     refused = errors = 0
     for _ in range(rounds):
         try:
@@ -128,22 +128,7 @@ def _hammer(plugin, barrier, queue, rounds, ip):
                 refused += 1
         except Exception:  # noqa: BLE001 - counted, the test fails on it
             errors += 1
-    queue.put((refused, errors))
-
-
-def _run_workers(plugin, workers, rounds, ip):
-    import multiprocessing
-    ctx = multiprocessing.get_context("fork")
-    barrier, queue = ctx.Barrier(workers), ctx.Queue()
-    procs = [ctx.Process(target=_hammer, args=(plugin, barrier, queue, rounds, ip))
-             for _ in range(workers)]
-    for proc in procs:
-        proc.start()
-    results = [queue.get(timeout=60) for _ in procs]
-    for proc in procs:
-        proc.join(10)
-        assert proc.exitcode == 0
-    return results
+    return refused, errors
 
 
 WORKERS, ROUNDS = 8, 40
@@ -162,7 +147,7 @@ def test_concurrent_passes_lose_no_update(grey):
     rcpt(p, ip=ip)  # parent opens the db before forking, like a busy supervisor
     p.clock = lambda: T0 + 61
     assert rcpt(p, ip=ip) is None  # white now: passes = 1
-    results = _run_workers(p, WORKERS, ROUNDS, ip)
+    results = run_forked(_hammer, (p, ROUNDS, ip), WORKERS)
     assert results == [(0, 0)] * WORKERS  # nothing refused, nothing raised
     assert _row(p, ip) == (1 + WORKERS * ROUNDS, 1)
 
@@ -171,6 +156,6 @@ def test_concurrent_new_triplet_counts_every_refusal(grey):
     p = grey()
     p.clock = lambda: T0
     ip = "198.51.100.51"
-    results = _run_workers(p, WORKERS, ROUNDS, ip)
+    results = run_forked(_hammer, (p, ROUNDS, ip), WORKERS)
     assert results == [(ROUNDS, 0)] * WORKERS  # all refused (black), none raised
     assert _row(p, ip) == (0, WORKERS * ROUNDS)

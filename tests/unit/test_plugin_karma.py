@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
 from helpers.fakes import make_session  # noqa: E402
+from helpers.forked import run_forked  # noqa: E402
 
 from qsmtp import config as qconfig  # noqa: E402
 from qsmtp.plugins.api import PluginError, Result  # noqa: E402
@@ -105,8 +106,7 @@ def test_bad_options(opts):
 
 
 # -- concurrent workers: real processes on one database file ----------------
-def _worker(p, barrier, queue, rounds, score):
-    barrier.wait()
+def _worker(p, rounds, score):
     errors = refused = 0
     for _ in range(rounds):
         try:
@@ -114,24 +114,14 @@ def _worker(p, barrier, queue, rounds, score):
                 refused += 1
         except Exception:  # noqa: BLE001 - counted, the test fails on it
             errors += 1
-    queue.put((refused, errors))
+    return refused, errors
 
 
 def test_concurrent_workers_lose_no_update(karma):
-    import multiprocessing
     karma.clock = lambda: 1_000_000.0  # plain function: survives fork
     connection(karma, 0, ip="203.0.113.1")  # parent has the db open before fork
     workers, rounds = 8, 40
-    ctx = multiprocessing.get_context("fork")
-    barrier, queue = ctx.Barrier(workers), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(karma, barrier, queue, rounds, 1))
-             for _ in range(workers)]
-    for proc in procs:
-        proc.start()
-    results = [queue.get(timeout=60) for _ in procs]
-    for proc in procs:
-        proc.join(10)
-        assert proc.exitcode == 0
+    results = run_forked(_worker, (karma, rounds, 1), workers)
     assert results == [(0, 0)] * workers
     rows = karma.db.read("SELECT naughty, nice, connects FROM karma WHERE ip = ?",
                          ("198.51.100.7",))

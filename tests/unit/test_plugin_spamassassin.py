@@ -7,15 +7,14 @@ from __future__ import annotations
 import hashlib
 import pathlib
 import sys
-import threading
-import time
 import tracemalloc
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
-from helpers.fake_daemon import FakeDaemon, recv_exact, recv_until  # noqa: E402
+from helpers.fake_daemon import (FakeDaemon, recv_exact, recv_until,  # noqa: E402
+                                 scan_against_hung_daemon)
 from helpers.fakes import session_with_spooled_body  # noqa: E402
 from helpers.server import free_port  # noqa: E402
 
@@ -167,18 +166,10 @@ def test_spamd_error_reply_defers():
 
 
 def test_timeout_is_bounded_by_the_option():
-    release = threading.Event()
-
-    def hang(sock):
-        recv_until(sock, b"\r\n\r\n")
-        release.wait(10)
-
     sess = session()
-    with FakeDaemon(hang) as fake:
-        started = time.monotonic()
-        result = plugin(address=fake.address, timeout=0.5).hook_data_post(sess)
-        took = time.monotonic() - started
-        release.set()
+    result, took = scan_against_hung_daemon(
+        lambda address: plugin(address=address, timeout=0.5).hook_data_post(sess),
+        lambda sock: recv_until(sock, b"\r\n\r\n"))
     assert result[0] is Result.DENYSOFT
     assert 0.4 < took < 3.0
 
