@@ -304,13 +304,18 @@ def connect(port: int, host: str = "127.0.0.1", source: str | None = None,
     if source:
         sock.bind((source, 0))
     sock.connect((host, port))
+    return sock, read_line(sock)
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """Bytes up to and including the next LF (less if the peer closes)."""
     data = b""
     while not data.endswith(b"\n"):
         chunk = sock.recv(512)
         if not chunk:
             break
         data += chunk
-    return sock, data
+    return data
 
 
 class ServerPool:

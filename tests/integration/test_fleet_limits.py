@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import socket
 
-from helpers.server import connect, free_port, wait_for
+from helpers.server import connect, free_port, read_line, wait_for
 
 
 def first_lines(socks: list[socket.socket]) -> list[bytes]:
-    lines = []
-    for sock in socks:
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(512)
-            if not chunk:
-                break
-            data += chunk
-        lines.append(data)
-    return lines
+    return [read_line(sock) for sock in socks]
 
 
 def test_max_from_ip_fresh_pool_and_other_addresses(serve):
