@@ -31,8 +31,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         $SUDO chmod 755 /usr/sbin/policy-rc.d
         trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
     fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # The container test's systemd-nspawn: pinned to the host's systemd version
@@ -42,8 +42,8 @@ if [ "${1:-}" = "--test" ] && ! dpkg-query -W -f='${Status}' systemd-container 2
     pin="systemd-container=$(dpkg-query -W -f='${Version}' systemd)"
     echo "bootstrap: installing $pin" >&2
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$pin" >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$pin" >/dev/null
 fi
 
 VENV=.venv
