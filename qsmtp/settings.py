@@ -129,6 +129,12 @@ def _check_domains(entries: list[str]) -> str | None:
     return None
 
 
+def _check_redis_url(url: str) -> str | None:
+    if url.split("://", 1)[0] in ("redis", "rediss", "unix") and "://" in url:
+        return None
+    return f"not a redis://, rediss:// or unix:// URL: {url!r}"
+
+
 SETTINGS: tuple[Setting, ...] = (
     # [server] -- qpsmtpd-prefork's flags keep their names.
     Setting("server", "me", str, "localhost.localdomain",
@@ -219,6 +225,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds to wait before answering a failed AUTH with 535.",
             check=between(0, 60)),
 )
+
+# [state] -- where karma, greylisting, the AUTH failure limit and `limit` keep
+# their shared state (one host: SQLite files; several hosts: one Redis).
+STATE_SETTINGS: tuple[Setting, ...] = (
+    Setting("state", "backend", str, "sqlite",
+            "Shared state store: sqlite (files in state_dir, shared by the workers of "
+            "this host) or redis (shared by every host using the same url).",
+            check=one_of("sqlite", "redis")),
+    Setting("state", "url", str, "redis://127.0.0.1:6379/0",
+            "Redis server for backend=redis: redis://[:password@]host:port/db, "
+            "rediss://... (TLS) or unix:///path.sock?db=N.", check=_check_redis_url),
+)
+SETTINGS += STATE_SETTINGS
 
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

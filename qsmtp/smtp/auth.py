@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING
 
 from qsmtp.plugins.api import Result
-from qsmtp.smtp.authlimit import FailureLimiter
+from qsmtp.smtp.authlimit import FailureLimiter, LimiterUnavailable
 from qsmtp.smtp.reader import BARE, MAX_AUTH_LINE, TOO_LONG
 from qsmtp.smtp.replies import Reply
 
@@ -101,7 +101,12 @@ def authenticate(conv: "Conversation", arg: str) -> None:
         return conv.reply(UNKNOWN_MECH)
     limiter = FailureLimiter.from_config(conv.config)
     peer = conv.session.conn.peer_ip
-    if limiter.blocked(peer):
+    try:
+        blocked = limiter.blocked(peer)
+    except LimiterUnavailable:
+        conv.rejected = True
+        return conv.reply(AUTH_TEMP)
+    if blocked:
         log.info("session %s: AUTH refused, %s is over the failed-attempt limit",
                  conv.session.id, peer)
         conv.rejected = True

@@ -1,15 +1,19 @@
-"""Failed-AUTH counter per client IP, shared by every worker.
+"""Failed-AUTH counter per client IP, shared by every worker (and, with
+`[state] backend = "redis"`, by every host).
 
-State lives in `<server.state_dir>/auth-failures.sqlite` (WAL, BEGIN
-IMMEDIATE writes: see qsmtp/plugins/builtin/_sqlite.py), so a client that
-spreads its guesses over many connections, and so over many forked workers,
-is still counted once.  A sliding window: one row per failure, rows older
-than `[auth] failure_window` are pruned on every write.  IPv6 clients are
-counted per /64 (one host usually owns the whole /64).
+Each failure is one member of the client's expiring set in the state store
+(qsmtp/state): it counts for `[auth] failure_window` seconds, so the limit
+is a sliding window, and a client that spreads its guesses over many
+connections - many workers, many hosts - is still counted once.  IPv6
+clients are counted per /64 (one host usually owns the whole /64).
 
-When the database cannot be used the limiter fails OPEN (logged): passwords
-are still checked, only the counting is lost.  Refusing every AUTH because
-of a disk problem would lock all users out.
+When the store cannot be used:
+- SQLite (`<server.state_dir>/auth-failures.sqlite`): fail OPEN (logged):
+  passwords are still checked, only the counting is lost; refusing every
+  AUTH because of a local disk problem would lock all users out.
+- Redis: fail CLOSED: AUTH answers `454 4.7.0` (temporary, clients retry)
+  without checking the password; an outage of the shared counter must not
+  open every host of the cluster to unlimited guessing.
 """
 
 from __future__ import annotations
@@ -18,18 +22,20 @@ import ipaddress
 import logging
 import os
 import time
+import uuid
 
-from qsmtp.plugins.builtin._sqlite import DbUnavailable, LazyDB
+from qsmtp.state import (LeaseStore, StateUnavailable, lease_store, redis_configured,
+                         sqlite_path)
 
 log = logging.getLogger("qsmtp.auth")
 
 FILENAME = "auth-failures.sqlite"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS failures (client TEXT NOT NULL, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS failures_client ON failures (client, at);
-CREATE INDEX IF NOT EXISTS failures_at ON failures (at);
-"""
-_dbs: dict[str, LazyDB] = {}  # one per path, per process (LazyDB is fork-safe)
+FEATURE = "auth"
+_stores: dict[tuple[str, str], LeaseStore] = {}  # one per store, per process
+
+
+class LimiterUnavailable(Exception):
+    """The shared counter is down and the limit fails closed."""
 
 
 def client_key(ip: str) -> str:
@@ -44,47 +50,50 @@ def client_key(ip: str) -> str:
 
 
 class FailureLimiter:
-    def __init__(self, state_dir: str, max_failures: int, window: int):
-        self.max_failures, self.window = max_failures, window
-        path = os.path.join(state_dir, FILENAME)
-        self.db = _dbs.get(path) or _dbs.setdefault(path, LazyDB(path, SCHEMA))
+    def __init__(self, store: LeaseStore, max_failures: int, window: int,
+                 fail_closed: bool = False):
+        self.store, self.max_failures, self.window = store, max_failures, window
+        self.fail_closed = fail_closed
 
     @classmethod
     def from_config(cls, config) -> "FailureLimiter":
+        path = sqlite_path(config, "", FILENAME)
+        where = (config.state.backend, config.state.url if redis_configured(config) else path)
+        store = _stores.get(where) or _stores.setdefault(
+            where, lease_store(config, path, FEATURE))
         auth = config.auth
-        return cls(config.server.state_dir, auth.max_failures, auth.failure_window)
+        return cls(store, auth.max_failures, auth.failure_window, redis_configured(config))
 
     @property
     def enabled(self) -> bool:
         return self.max_failures > 0
 
     def blocked(self, ip: str) -> bool:
-        """True when `ip` has used up its failures within the window."""
+        """True when `ip` has used up its failures within the window.
+        Raises LimiterUnavailable when the store is down and we fail closed."""
         if not self.enabled:
             return False
         try:
-            rows = self.db.read("SELECT COUNT(*) FROM failures WHERE client = ? AND at > ?",
-                                (client_key(ip), time.time() - self.window))
-        except DbUnavailable as exc:
-            log.warning("auth failure counter unavailable (not limiting): %s", exc)
-            return False
-        return rows[0][0] >= self.max_failures
+            return self.store.count(client_key(ip), time.time()) >= self.max_failures
+        except StateUnavailable as exc:
+            return self._unavailable(exc)
 
     def record(self, ip: str) -> int:
         """Count one failure; returns the failures within the window (0 when
-        the database is unavailable)."""
+        the store is unavailable)."""
         if not self.enabled:
             return 0
-        now, key = time.time(), client_key(ip)
-
-        def write(conn) -> int:
-            conn.execute("DELETE FROM failures WHERE at <= ?", (now - self.window,))
-            conn.execute("INSERT INTO failures (client, at) VALUES (?, ?)", (key, now))
-            return conn.execute("SELECT COUNT(*) FROM failures WHERE client = ?",
-                                (key,)).fetchone()[0]
-
+        now = time.time()
+        member = f"{os.getpid()}:{uuid.uuid4().hex}"
         try:
-            return self.db.write(write)
-        except DbUnavailable as exc:
-            log.warning("auth failure counter unavailable (not limiting): %s", exc)
+            return self.store.acquire(client_key(ip), member, now, now + self.window)[1]
+        except StateUnavailable as exc:
+            log.warning("auth failure counter unavailable, failure not counted: %s", exc)
             return 0
+
+    def _unavailable(self, exc: StateUnavailable) -> bool:
+        if self.fail_closed:
+            log.error("auth failure counter unavailable, AUTH refused (454): %s", exc)
+            raise LimiterUnavailable(str(exc)) from None
+        log.warning("auth failure counter unavailable (not limiting): %s", exc)
+        return False

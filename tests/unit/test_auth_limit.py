@@ -13,14 +13,20 @@ import pytest
 from qsmtp import config as qconfig
 from qsmtp.smtp import authlimit
 from qsmtp.smtp.auth import redact
-from qsmtp.smtp.authlimit import FailureLimiter, client_key
+from qsmtp.smtp.authlimit import FILENAME, FailureLimiter, client_key
+from qsmtp.state.sqlite import SqliteLeases
+
+
+def sqlite_limiter(state_dir, max_failures: int, window: int) -> FailureLimiter:
+    store = SqliteLeases(os.path.join(state_dir, FILENAME), "auth")
+    return FailureLimiter(store, max_failures, window)
 from qsmtp.smtp.reader import LINE, MAX_AUTH_LINE, TOO_LONG, Reader
 
 
 def test_limit_and_window(tmp_path, monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(authlimit, "time", SimpleNamespace(time=lambda: now[0]))
-    limiter = FailureLimiter(str(tmp_path), max_failures=3, window=60)
+    limiter = sqlite_limiter(tmp_path, max_failures=3, window=60)
     assert [limiter.record("192.0.2.1") for _ in range(2)] == [1, 2]
     assert not limiter.blocked("192.0.2.1")
     assert limiter.record("192.0.2.1") == 3
@@ -30,7 +36,7 @@ def test_limit_and_window(tmp_path, monkeypatch):
     assert not limiter.blocked("192.0.2.1")
     assert limiter.record("192.0.2.2") == 1
     rows = sqlite3.connect(tmp_path / authlimit.FILENAME).execute(
-        "SELECT COUNT(*) FROM failures").fetchone()[0]
+        "SELECT COUNT(*) FROM leases").fetchone()[0]
     assert rows == 1
 
 
@@ -38,14 +44,14 @@ def test_ipv6_counted_per_64(tmp_path):
     assert client_key("2001:db8:1:2::5") == client_key("2001:db8:1:2:ffff::9") \
         == "2001:db8:1:2::/64"
     assert client_key("2001:db8:1:3::5") != client_key("2001:db8:1:2::5")
-    limiter = FailureLimiter(str(tmp_path), max_failures=2, window=60)
+    limiter = sqlite_limiter(tmp_path, max_failures=2, window=60)
     limiter.record("2001:db8:1:2::5")
     limiter.record("2001:db8:1:2::6")
     assert limiter.blocked("2001:db8:1:2::7") and not limiter.blocked("2001:db8:1:3::7")
 
 
 def test_no_lost_updates_across_processes(tmp_path):
-    limiter = FailureLimiter(str(tmp_path), max_failures=1000, window=600)
+    limiter = sqlite_limiter(tmp_path, max_failures=1000, window=600)
     limiter.blocked("192.0.2.9")  # the parent opened it before fork, like the supervisor
     pids = []
     for _ in range(6):
@@ -64,14 +70,14 @@ def test_no_lost_updates_across_processes(tmp_path):
 def test_unusable_database_fails_open(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    limiter = FailureLimiter(str(blocker / "sub"), max_failures=1, window=60)
+    limiter = sqlite_limiter(blocker / "sub", max_failures=1, window=60)
     assert limiter.record("192.0.2.1") == 0
     assert not limiter.blocked("192.0.2.1")
     assert "not limiting" in caplog.text
 
 
 def test_zero_turns_the_limit_off(tmp_path):
-    limiter = FailureLimiter(str(tmp_path), max_failures=0, window=60)
+    limiter = sqlite_limiter(tmp_path, max_failures=0, window=60)
     assert limiter.record("192.0.2.1") == 0 and not limiter.blocked("192.0.2.1")
     assert not (tmp_path / authlimit.FILENAME).exists()
 

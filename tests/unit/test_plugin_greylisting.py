@@ -137,7 +137,7 @@ WORKERS, ROUNDS = 8, 40
 def _row(p, ip):
     sess = make_session(CONFIG, ip=ip)
     key = p.key(sess, addr("u@example.test"))
-    return p.db.read("SELECT passes, blocked FROM greylist WHERE key = ?", (key,))[0]
+    return p.store.counts(key)
 
 
 def test_concurrent_passes_lose_no_update(grey):

@@ -80,13 +80,13 @@ def test_unavailable_db_fails_open(tmp_path):
 
 def test_locked_db_fails_open(karma, monkeypatch):
     connection(karma, 0)
-    monkeypatch.setattr("qsmtp.plugins.builtin._sqlite.BUSY_MS", 10)
-    karma.db.attempts = 2
-    holder = sqlite3.connect(karma.db.path, isolation_level=None)
+    monkeypatch.setattr("qsmtp.state.sqlitedb.BUSY_MS", 10)
+    karma.store.db.attempts = 2
+    holder = sqlite3.connect(karma.store.db.path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        karma.db._conn = None  # reopen with the short busy timeout
-        karma.db.connection().execute("PRAGMA busy_timeout=10")
+        karma.store.db._conn = None  # reopen with the short busy timeout
+        karma.store.db.connection().execute("PRAGMA busy_timeout=10")
         assert connection(karma, 1)[0] is None  # no exception reaches the engine
     finally:
         holder.execute("ROLLBACK")
@@ -94,9 +94,9 @@ def test_locked_db_fails_open(karma, monkeypatch):
 
 def test_reopens_after_fork(karma):
     connection(karma, 0)
-    first = karma.db.connection()
-    karma.db._pid = os.getpid() + 1  # as if we were a forked child
-    assert karma.db.connection() is not first
+    first = karma.store.db.connection()
+    karma.store.db._pid = os.getpid() + 1  # as if we were a forked child
+    assert karma.store.db.connection() is not first
 
 
 @pytest.mark.parametrize("opts", [{"negative": 0}, {"penalty_days": 0}, {"action": "x"}])
@@ -123,6 +123,6 @@ def test_concurrent_workers_lose_no_update(karma):
     workers, rounds = 8, 40
     results = run_forked(_worker, (karma, rounds, 1), workers)
     assert results == [(0, 0)] * workers
-    rows = karma.db.read("SELECT naughty, nice, connects FROM karma WHERE ip = ?",
+    rows = karma.store.db.read("SELECT naughty, nice, connects FROM karma WHERE ip = ?",
                          ("198.51.100.7",))
     assert rows == [(0, workers * rounds, workers * rounds)]

@@ -8,16 +8,21 @@ every further pass extends.  Expired records start over.  With
 `deny_late = true` the refusal is given at DATA (once, for the whole
 envelope) instead of at each RCPT.
 
-The database is SQLite (WAL) shared by all workers: each check is one
-`BEGIN IMMEDIATE` read-modify-write, so concurrent workers never lose an
-update; when the database is unavailable or stays locked the mail passes
-(fail open) and a log line says so - never a "database is locked" to a client.
+The triplets live in the `[state]` store.  With `backend = "sqlite"` (the
+default) an SQLite file (WAL) shared by the workers of this host: each check
+is one `BEGIN IMMEDIATE` read-modify-write.  With `backend = "redis"` one
+hash per triplet in Redis, shared by every host (a triplet greylisted on one
+host passes on another after the delay): each check is one atomic script,
+and records expire by TTL (`grey_timeout` while new, `white_timeout` after a
+pass).  Concurrent workers never lose an update either way.  When the store
+is unavailable or stays locked the mail passes (fail open) and a log line
+says so - never a "database is locked" to a client.
 
 Skipped: relay clients, authenticated sessions, `whitelisthost`
 connections, `whitelist_ips`, `whitelist_senders`, `whitelist_rcpts`.
 
 Options:
-- `db_path` (default `<server.state_dir>/greylisting.sqlite`).
+- `db_path` (default `<server.state_dir>/greylisting.sqlite`; sqlite backend).
 - `black_timeout` (seconds, default 3000 = 50 min).
 - `grey_timeout` (seconds, default 12000 = 3 h 20 min).
 - `white_timeout` (seconds, default 3110400 = 36 days).
@@ -47,24 +52,15 @@ from typing import Any
 
 from qsmtp.plugins.api import DENYSOFT, Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
-from qsmtp.plugins.builtin._sqlite import DbUnavailable, LazyDB, db_path
+from qsmtp.state import GreyRules, StateUnavailable, grey_store, sqlite_path
 from qsmtp.plugins.builtin.naughty import trusted
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS greylist (
-    key TEXT PRIMARY KEY,
-    first REAL NOT NULL,
-    last REAL NOT NULL,
-    passes INTEGER NOT NULL DEFAULT 0,
-    blocked INTEGER NOT NULL DEFAULT 0
-);
-"""
 MESSAGE = "4.7.1 This mail is temporarily denied (greylisted), please try again later"
 PURGE_CHANCE = 0.01
 
 
 class Greylisting(Plugin):
-    """Temporarily refuses unknown triplets; SQLite shared by all workers."""
+    """Temporarily refuses unknown triplets; state shared by all workers (and hosts)."""
 
     options = {
         "db_path": Option(str, "", "SQLite file; default <state_dir>/greylisting.sqlite"),
@@ -96,44 +92,22 @@ class Greylisting(Plugin):
         self.nets = _dns.parse_networks(self.name, "whitelist_ips", o.whitelist_ips)
         self.senders = {str(s).lower() for s in o.whitelist_senders}
         self.rcpts = {str(r).lower() for r in o.whitelist_rcpts}
-        self.db = LazyDB(db_path(self, "db_path", "greylisting.sqlite"), SCHEMA)
+        self.rules = GreyRules(o.black_timeout, o.grey_timeout, o.white_timeout)
+        self.store = grey_store(self.config, sqlite_path(
+            self.config, o.db_path, "greylisting.sqlite"))
         self.clock = time.time
 
-    # -- the state machine, one transaction per check ------------------------
+    # -- the state machine: one atomic step in the store per check ------------
     def check(self, key: str) -> bool:
-        """True when the triplet may pass now. Raises DbUnavailable."""
+        """True when the triplet may pass now. Raises StateUnavailable."""
         now = self.clock()
-        passed = self.db.write(lambda conn: self._step(conn, key, now))
+        passed = self.store.check(key, now, self.rules)
         if random.random() < PURGE_CHANCE:
-            self.purge(now)
+            try:
+                self.store.purge(now, self.rules)
+            except StateUnavailable as exc:
+                self.log.warning("greylisting purge skipped: %s", exc)
         return passed
-
-    def _step(self, conn: Any, key: str, now: float) -> bool:
-        o = self.opts
-        row = conn.execute("SELECT first, last, passes FROM greylist WHERE key = ?",
-                           (key,)).fetchone()
-        expired = row is not None and (
-            (row[2] == 0 and now - row[0] > o.grey_timeout)
-            or (row[2] > 0 and now - row[1] > o.white_timeout))
-        if row is None or expired:
-            conn.execute("INSERT OR REPLACE INTO greylist (key, first, last, passes, blocked)"
-                         " VALUES (?, ?, ?, 0, 1)", (key, now, now))
-            return False
-        if row[2] == 0 and now - row[0] < o.black_timeout:
-            conn.execute("UPDATE greylist SET blocked = blocked + 1 WHERE key = ?", (key,))
-            return False
-        conn.execute("UPDATE greylist SET passes = passes + 1, last = ? WHERE key = ?",
-                     (now, key))
-        return True
-
-    def purge(self, now: float) -> None:
-        o = self.opts
-        try:
-            self.db.write(lambda conn: conn.execute(
-                "DELETE FROM greylist WHERE (passes = 0 AND first < ?) OR last < ?",
-                (now - o.grey_timeout, now - o.white_timeout)))
-        except DbUnavailable as exc:
-            self.log.warning("greylisting purge skipped: %s", exc)
 
     # -- hooks -----------------------------------------------------------
     def key(self, session: Any, recipient: Any) -> str:
@@ -168,8 +142,8 @@ class Greylisting(Plugin):
             return None
         try:
             passed = self.check(self.key(session, recipient))
-        except DbUnavailable as exc:
-            self.log.error("greylisting db unavailable, mail passes: %s", exc)
+        except StateUnavailable as exc:
+            self.log.error("greylisting store unavailable, mail passes: %s", exc)
             return None
         if passed:
             return None

@@ -14,12 +14,16 @@ At connect:
   `session.notes["karma_good"]`.
 `session.notes["karma_history"]` holds the history for other plugins.
 
-The database (WAL, one row per IP, atomic upserts) is shared by all workers
-and opened lazily in each worker; if it is unavailable or stays locked the
-plugin logs and lets the connection through (fail open).
+The record is kept in the `[state]` store: with `backend = "sqlite"` (the
+default) an SQLite file (WAL, one row per IP, atomic upserts) shared by the
+workers of this host; with `backend = "redis"` one hash per IP in Redis,
+updated by an atomic script and shared by every host (an IP unseen for a
+year, or for twice `penalty_days` if longer, expires).  The store is opened
+lazily in each worker; if it is unavailable or stays locked the plugin logs
+and lets the connection through (fail open).
 
 Options:
-- `db_path` (default `<server.state_dir>/karma.sqlite`).
+- `db_path` (default `<server.state_dir>/karma.sqlite`; sqlite backend).
 - `negative` (int >= 1, default 1): score at or below -negative is naughty.
 - `positive` (int >= 1, default 3): history making a good sender.
 - `penalty_days` (float > 0, default 1).
@@ -37,30 +41,11 @@ import time
 from typing import Any
 
 from qsmtp.plugins.api import Option, Plugin, PluginError
-from qsmtp.plugins.builtin._sqlite import DbUnavailable, LazyDB, db_path
+from qsmtp.state import StateUnavailable, karma_store, sqlite_path
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, adjust_karma
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS karma (
-    ip TEXT PRIMARY KEY,
-    naughty INTEGER NOT NULL DEFAULT 0,
-    nice INTEGER NOT NULL DEFAULT 0,
-    connects INTEGER NOT NULL DEFAULT 0,
-    penalty_start REAL,
-    last_seen REAL NOT NULL
-);
-"""
-UPSERT = """
-INSERT INTO karma (ip, naughty, nice, connects, penalty_start, last_seen)
-VALUES (?, ?, ?, 1, ?, ?)
-ON CONFLICT(ip) DO UPDATE SET
-    naughty = naughty + excluded.naughty,
-    nice = nice + excluded.nice,
-    connects = connects + 1,
-    penalty_start = COALESCE(excluded.penalty_start, penalty_start),
-    last_seen = excluded.last_seen
-"""
 DAY = 86400.0
+KEEP = 365 * DAY  # Redis: an IP unseen this long is forgotten
 
 
 class Karma(Plugin):
@@ -79,20 +64,20 @@ class Karma(Plugin):
         for key in ("negative", "positive", "penalty_days"):
             if getattr(self.opts, key) <= 0:
                 raise PluginError(self.name, key, "must be > 0")
-        self.db = LazyDB(db_path(self, "db_path", "karma.sqlite"), SCHEMA)
+        self.store = karma_store(self.config, sqlite_path(
+            self.config, self.opts.db_path, "karma.sqlite"))
+        self.keep = max(KEEP, 2 * self.opts.penalty_days * DAY)
         self.clock = time.time
 
     def lookup(self, ip: str) -> tuple[int, int, float | None] | None:
-        rows = self.db.read("SELECT naughty, nice, penalty_start FROM karma WHERE ip = ?",
-                            (ip,))
-        return rows[0] if rows else None
+        return self.store.get(ip)
 
     def hook_connect(self, session: Any) -> Any:
         session.notes.setdefault("karma", 0)
         try:
             row = self.lookup(session.conn.peer_ip)
-        except DbUnavailable as exc:
-            self.log.error("karma db unavailable, not applied: %s", exc)
+        except StateUnavailable as exc:
+            self.log.error("karma store unavailable, not applied: %s", exc)
             return None
         if row is None:
             return None
@@ -119,12 +104,9 @@ class Karma(Plugin):
         boxed = session.notes.get("karma_penalty", False)
         naughty = score <= -self.opts.negative and not boxed
         nice = score > 0 and not boxed
-        now = self.clock()
         try:
-            self.db.write(lambda conn: conn.execute(UPSERT, (
-                session.conn.peer_ip, int(naughty), int(nice),
-                now if naughty else None, now)))
-        except DbUnavailable as exc:
-            self.log.error("karma db unavailable, %s not recorded: %s",
+            self.store.add(session.conn.peer_ip, naughty, nice, self.clock(), self.keep)
+        except StateUnavailable as exc:
+            self.log.error("karma store unavailable, %s not recorded: %s",
                            session.conn.peer_ip, exc)
         return None

@@ -1,4 +1,4 @@
-"""SQLite for plugin state shared by all workers (karma, greylisting).
+"""SQLite for state shared by all workers of one host (the default backend).
 
 Fork safety: the connection is opened lazily, in the process that uses it,
 and reopened when the pid changes (a connection must never cross fork()).
@@ -6,8 +6,8 @@ Concurrency: WAL (readers don't block the writer), `busy_timeout` (SQLite
 waits for the lock itself), writes inside `BEGIN IMMEDIATE` (the write lock
 is taken up front, so read-modify-write can't lose an update or deadlock on
 a lock upgrade), and a bounded retry when SQLite still says busy/locked.
-Callers turn `DbUnavailable` into "fail open" - a locked database never
-reaches a client.
+`DbUnavailable` is a `StateUnavailable`: each feature decides what a
+missing store means (see qsmtp/state/__init__.py).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ import sqlite3
 import time
 from typing import Any, Callable
 
+from qsmtp.state.errors import StateUnavailable
+
 BUSY_MS = 2000
 
 
-class DbUnavailable(Exception):
+class DbUnavailable(StateUnavailable):
     """The database could not be opened or stayed locked past the retries."""
 
 
@@ -91,10 +93,3 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
 
-
-def db_path(plugin: Any, option: str, filename: str) -> str:
-    """The plugin's `db_path` option, or `<server.state_dir>/<filename>`."""
-    path = getattr(plugin.opts, option) or ""
-    if path:
-        return path
-    return os.path.join(plugin.config.server.state_dir, filename)

@@ -1,0 +1,70 @@
+"""Shared state for karma, greylisting, the AUTH failure limit and `limit`.
+
+`[state] backend = "sqlite"` (default): SQLite files in `[server] state_dir`
+(or a plugin's `db_path`), shared by the workers of one host - no server to
+run.  `backend = "redis"`: one Redis at `[state] url` shared by every host;
+atomic Lua scripts, TTLs on every key.
+
+When the store can't be used (`StateUnavailable`), each feature decides:
+- karma, greylisting, limit: fail OPEN - the mail passes, one log line.
+  They are heuristics and throttles; refusing every client because the
+  store is down would turn a state outage into a mail outage (and the local
+  `[server] max_from_ip` gate keeps working without any store).
+- AUTH failure limit: on Redis fail CLOSED - AUTH gets `454 4.7.0`
+  (temporary; clients retry, nothing is lost) without checking the password,
+  so an outage of the shared counter never opens the whole cluster to
+  password guessing.  On SQLite it fails open as it always did: a local disk
+  problem must not lock every user out of one host.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from qsmtp.state import redis as redis_backend
+from qsmtp.state.base import GreyRules, GreyStore, KarmaStore, LeaseStore
+from qsmtp.state.errors import StateUnavailable
+from qsmtp.state.sqlite import SqliteGrey, SqliteKarma, SqliteLeases
+
+__all__ = ["GreyRules", "LeaseStore", "StateUnavailable", "grey_store", "karma_store", "lease_store",
+           "redis_configured", "sqlite_path"]
+
+_connections: dict[str, redis_backend.Connection] = {}  # url -> one per process
+
+
+def redis_configured(config: Any) -> bool:
+    return config.state.backend == "redis"
+
+
+def _redis(config: Any) -> redis_backend.Connection:
+    url = config.state.url
+    conn = _connections.get(url)
+    if conn is None:
+        conn = _connections[url] = redis_backend.Connection(url)
+    return conn
+
+
+def sqlite_path(config: Any, path: str, filename: str) -> str:
+    """A plugin's `db_path` option, or `<server.state_dir>/<filename>`."""
+    return path or os.path.join(config.server.state_dir, filename)
+
+
+def karma_store(config: Any, path: str) -> KarmaStore:
+    if redis_configured(config):
+        return redis_backend.RedisKarma(_redis(config))
+    return SqliteKarma(path)
+
+
+def grey_store(config: Any, path: str) -> GreyStore:
+    if redis_configured(config):
+        return redis_backend.RedisGrey(_redis(config))
+    return SqliteGrey(path)
+
+
+def lease_store(config: Any, path: str, feature: str) -> LeaseStore:
+    """Expiring sets for `feature` ("auth", "limit:conn" ...): `path` is the
+    SQLite file, `feature` the Redis key namespace."""
+    if redis_configured(config):
+        return redis_backend.RedisLeases(_redis(config), feature)
+    return SqliteLeases(path, feature)
