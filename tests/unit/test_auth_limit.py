@@ -128,3 +128,17 @@ def test_auth_settings_are_validated(tmp_path):
         assert err.value.key == key
     path.write_text('[auth]\nplaintext_services = ["submission", ":587"]\n')
     assert qconfig.load(str(path)).auth.plaintext_services == ["submission", ":587"]
+
+
+def test_redis_down_fails_closed(tmp_path, caplog):
+    from helpers.redis import RedisServer
+    from qsmtp.smtp.authlimit import LimiterUnavailable
+    from qsmtp.state.redis import Connection, RedisLeases
+
+    nobody = RedisServer(tmp_path)  # never started: nothing listens on its port
+    limiter = FailureLimiter(RedisLeases(Connection(nobody.url), "auth"), 3, 60,
+                             fail_closed=True)
+    with pytest.raises(LimiterUnavailable):
+        limiter.blocked("192.0.2.1")
+    assert limiter.record("192.0.2.1") == 0
+    assert "AUTH refused (454)" in caplog.text
