@@ -157,5 +157,8 @@ def load(path: str | None = None, flags: Mapping[str, Any] | None = None) -> Con
             source = FLAG_SOURCE if origin[setting.name] == "flag" else (path or FLAG_SOURCE)
             raise ConfigError(source, setting.name, reason)
     _cross_checks(values, origin, path)
+    if present.get("proxy") and not values["proxy.trusted"]:
+        raise ConfigError(path or FLAG_SOURCE, "proxy.trusted",
+                          "required when [proxy] is set (the balancers' networks)")
     return Config(values=values, origin=origin, plugins=plugins, path=path,
                   sections=present)

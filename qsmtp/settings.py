@@ -224,6 +224,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth", "failure_delay", int, 2,
             "Seconds to wait before answering a failed AUTH with 535.",
             check=between(0, 60)),
+    # [proxy] -- PROXY protocol from a load balancer; no [proxy] section: off
+    Setting("proxy", "protocol", str, "v2",
+            "PROXY protocol header expected before the greeting: v1, v2 or any.",
+            check=one_of("v1", "v2", "any")),
+    Setting("proxy", "trusted", list, [],
+            "Balancer networks allowed to send the header; any other peer, or a "
+            "missing or malformed header, is closed without a banner.",
+            check=_check_networks),
+    Setting("proxy", "services", list, [],
+            "Listeners that expect the header (systemd FileDescriptorName names, "
+            "'smtp' for self-bound ones, or local ports as ':25'); empty: all.",
+            check=_check_services),
+    Setting("proxy", "timeout", int, 5,
+            "Seconds a trusted peer has to send the whole header.", check=between(1, 60)),
 )
 
 # [state] -- where karma, greylisting, the AUTH failure limit and `limit` keep

@@ -24,7 +24,7 @@ import signal
 import socket
 import time
 
-from qsmtp import systemd
+from qsmtp import proxy_gate, systemd
 from qsmtp.smtp.state import ConnectionInfo
 
 from qsmtp.smtp.session import AbortSession, run_session
@@ -82,6 +82,7 @@ class Worker:
         self.served = 0
         self.stop = self.retire = self.waiting = self.in_session = False
         self.by_fd = {l.fileno(): l for l in listeners}
+        self.proxy = proxy_gate.ProxyPolicy.from_config(app.config)  # None: off
 
     # ---- start -------------------------------------------------------------
     def setup(self) -> None:
@@ -190,9 +191,16 @@ class Worker:
     def _serve(self, conn: socket.socket, address: tuple, listener) -> None:
         conn.setblocking(True)
         peer, port = peer_of(address)
+        local, local_port = peer_of(conn.getsockname())
+        # A balancer's PROXY header names the client, before anything else.
+        ends = proxy_gate.admit(self.proxy, conn,
+                                proxy_gate.Endpoints(peer, port, local, local_port),
+                                listener.service)
+        if ends is None:
+            return
+        peer, port, local, local_port = ends.peer, ends.port, ends.local, ends.local_port
         if not self._admit(conn, peer, listener.service):
             return
-        local, local_port = peer_of(conn.getsockname())
         info = ConnectionInfo(peer, port, local, local_port, listener.service)
         self._gossip(BUSY)
         self._title("busy", peer)
