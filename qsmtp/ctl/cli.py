@@ -17,6 +17,7 @@ from qsmtp.ctl import render
 from qsmtp.ctl.common import (EX_FAIL, EX_SOFTWARE, attach, config_option, fail,
                               pid_alive, signal_supervisor)
 from qsmtp.ctl.configcmd import config_group
+from qsmtp.ctl.importer.command import import_qpsmtpd
 from qsmtp.ctl.users import user_group
 
 EPILOG = ("Exit codes: 0 ok, 1 not running or failed, 2 registry unreadable, "
@@ -32,6 +33,7 @@ def cli() -> None:
 
 cli.add_command(config_group)
 cli.add_command(user_group)
+cli.add_command(import_qpsmtpd)
 
 
 def _read(registry):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from qsmtp.config import EX_CONFIG, Config, ConfigError
+from typing import Any, Mapping
+
+from qsmtp.config import EX_CONFIG, Config, ConfigError, load
 from qsmtp.ctl.common import config_option, config_path, fail, load_config, toml_value
 from qsmtp.settings import SECTIONS, SETTINGS
 
@@ -21,14 +23,21 @@ def config_group() -> None:
 def check(path: str | None) -> None:
     """Validate a config file and its plugins, as `qsmtp serve` would (exit 78
     with `file: key: reason` when it is bad)."""
-    from qsmtp.app import App
-
-    config = load_config(path)
     try:
-        App.load(config)
+        validate(config_path(path))
     except ConfigError as exc:
         fail(str(exc), EX_CONFIG)
     click.echo(f"{config_path(path) or '(built-in defaults)'}: OK")
+
+
+def validate(path: str | None, flags: Mapping[str, Any] | None = None) -> Config:
+    """The one validation `config check` (and `import-qpsmtpd`) runs: the file,
+    then its plugins and TLS as `qsmtp serve` loads them.  Raises ConfigError."""
+    from qsmtp.app import App
+
+    config = load(path, flags)
+    App.load(config)
+    return config
 
 
 def show_lines(config: Config) -> list[str]:
