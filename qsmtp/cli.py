@@ -103,42 +103,79 @@ def serve(ctx: click.Context, config_path: str | None, **params) -> None:
         fail(str(exc), EX_CONFIG)
 
 
+def _checked(config_path: str | None, flags: dict):
+    """-> (config, account): the file, the flags and the user to run as."""
+    from qsmtp import privileges
+
+    config = config_mod.load(config_path, flags)
+    user = config.server.user
+    if not user:
+        return config, None
+    try:
+        return config, privileges.lookup(user)
+    except KeyError:
+        source = FLAG_SOURCE if config.origin["server.user"] == "flag" else config_path
+        raise ConfigError(source, "server.user", f"no such user {user!r}") from None
+
+
 def _load(config_path: str | None, flags: dict):
     from qsmtp.app import App
 
-    config = config_mod.load(config_path, flags)
+    config, _account = _checked(config_path, flags)
     return config, App.load(config)
 
 
 def _serve(config_path: str | None, flags: dict) -> int:
-    from qsmtp import listeners, log as log_mod, pidfile, privileges
-
-    config = config_mod.load(config_path, flags)
-    server = config.server
-    log_mod.setup(debug=server.debug, quiet=server.quiet)
-    account = None
-    if server.user:
-        try:
-            account = privileges.lookup(server.user)
-        except KeyError:
-            source = FLAG_SOURCE if config.origin["server.user"] == "flag" else config_path
-            raise ConfigError(source, "server.user", f"no such user {server.user!r}") from None
-    try:
-        if server.pid_file:
-            pidfile.check(server.pid_file)
-        socks = listeners.open_listeners(server.listen, server.port)
-    except (pidfile.PidFileError, listeners.ListenError, ValueError) as exc:
-        fail(str(exc), EX_FAIL)
+    from qsmtp import listeners, log as log_mod, pidfile, systemd
     from qsmtp.app import App
 
+    config_path = config_mod.default_path(config_path)
+    socks: list = []
     try:
+        config, account = _checked(config_path, flags)
+        server = config.server
+        log_mod.setup(debug=server.debug, quiet=server.quiet)
+        try:
+            if server.pid_file:
+                pidfile.check(server.pid_file)
+            socks = listeners.open_listeners(server.listen, server.port)
+        except (pidfile.PidFileError, listeners.ListenError, ValueError) as exc:
+            fail(str(exc), EX_FAIL)
         app = App.load(config)
+    except ConfigError as exc:
+        inherited = [l for l in socks if l.inherited]
+        if not inherited and not (not socks and systemd.socket_activated()):
+            listeners.close_all(socks)
+            raise  # self-bound: no socket to keep, exit 78
+        socks = inherited or listeners.inherit()
+        config, app, account = _config_invalid(exc, socks, config_path, flags)
     except BaseException:
         listeners.close_all(socks)
         raise
-    if server.detach:
+    if config.server.detach:
         _detach()
     return _run(config_path, flags, app, socks, account)
+
+
+def _config_invalid(error: ConfigError, socks: list, config_path, flags):
+    """Socket-activated with a bad config: keep systemd's sockets answering
+    421 until a HUP finds the file valid (qsmtp.degraded)."""
+    from qsmtp import listeners, log as log_mod
+    from qsmtp.degraded import ConfigInvalid
+
+    log_mod.setup()
+    peeked = config_mod.peek(config_path, ("server.runtime_dir", "server.me"), flags)
+    mode = ConfigInvalid(error=error, listeners=socks, runtime_dir=peeked["server.runtime_dir"],
+                         host=peeked["server.me"], config_path=config_path,
+                         loader=lambda: _load(config_path, flags))
+    loaded = mode.run()
+    if loaded is None:
+        listeners.close_all(socks)
+        sys.exit(0)
+    config, app = loaded
+    _config, account = _checked(config_path, flags)
+    log_mod.setup(debug=config.server.debug, quiet=config.server.quiet)
+    return config, app, account
 
 
 def _run(config_path, flags, app, socks, account) -> int:

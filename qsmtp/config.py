@@ -6,6 +6,7 @@ CLI can print one line and exit 78 (EX_CONFIG) instead of a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -20,6 +21,15 @@ from qsmtp.settings import BY_NAME, SECTIONS, SETTINGS, Setting
 
 EX_CONFIG = 78
 FLAG_SOURCE = "command line"
+# `qsmtp serve` and `qsmtpctl` without --config both use this file when it
+# exists, else the built-in defaults: they must agree on the instance.
+DEFAULT_PATH = "/etc/qsmtp/qsmtp.toml"
+
+
+def default_path(explicit: str | None = None) -> str | None:
+    if explicit:
+        return explicit
+    return DEFAULT_PATH if os.path.exists(DEFAULT_PATH) else None
 
 
 class ConfigError(Exception):
@@ -162,3 +172,55 @@ def load(path: str | None = None, flags: Mapping[str, Any] | None = None) -> Con
                           "required when [proxy] is set (the balancers' networks)")
     return Config(values=values, origin=origin, plugins=plugins, path=path,
                   sections=present)
+
+
+def peek(path: str | None, names: tuple[str, ...],
+         flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Best effort, never raises: the few values needed while the file is
+    invalid (where the registry is, the banner host).  Each value the file or
+    a flag gives is used when it alone passes its checks, else the default."""
+    values = {name: BY_NAME[name].default for name in names}
+    data: Mapping[str, Any] = {}
+    if path:
+        try:
+            data = read_toml(path)
+        except ConfigError:
+            data = _line_by_line(path)
+    for name in names:
+        section, key = name.split(".", 1)
+        table = data.get(section)
+        candidates = [table.get(key) if isinstance(table, dict) else None,
+                      (flags or {}).get(name)]
+        for value in candidates:
+            if value is None:
+                continue
+            try:
+                value = _coerce(BY_NAME[name], value, "")
+            except ConfigError:
+                continue
+            if BY_NAME[name].check is None or not BY_NAME[name].check(value):
+                values[name] = value
+    return values
+
+
+def _line_by_line(path: str) -> dict[str, dict[str, Any]]:
+    """What a file that is not valid TOML still says, one `key = value` line
+    at a time under its `[section]` (a typo elsewhere must not hide where
+    the running instance keeps its registry)."""
+    tables: dict[str, dict[str, Any]] = {}
+    section = ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return tables
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):  # [section], or [[plugins]]: not a setting
+            section = stripped.strip("[] ")
+            continue
+        try:
+            tables.setdefault(section, {}).update(tomllib.loads(stripped))
+        except tomllib.TOMLDecodeError:
+            continue
+    return tables

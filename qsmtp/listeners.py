@@ -109,8 +109,17 @@ def prepare_for_workers(listeners: list[Listener]) -> None:
         listener.sock.setblocking(False)
 
 
-def close_all(listeners: list[Listener]) -> None:
+def close_all(listeners: list[Listener], stop_listening: bool = False) -> None:
+    """Close our copies.  `stop_listening` (at stop): a socket we bound
+    ourselves also leaves the LISTEN state at once, although busy workers
+    still hold copies, so new clients are refused (and try the next MX)
+    instead of waiting unanswered through the grace period."""
     for listener in listeners:
+        try:
+            if stop_listening and not listener.inherited:
+                listener.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             listener.sock.close()  # never shutdown(): inherited ones are systemd's
         except OSError:

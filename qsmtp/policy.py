@@ -106,13 +106,13 @@ def plan(pool: PoolView, settings: PoolSettings, now: float, *,
     else:
         surplus_since = now if surplus_since is None else surplus_since
         if now - surplus_since >= retire_after:
-            retire = _longest_idle(pool, surplus)
+            retire = longest_idle(pool, surplus)
             surplus_since = None
     return Plan(spawn=spawn, retire=retire, throttled_until=throttled,
                 surplus_since=surplus_since)
 
 
-def _longest_idle(pool: PoolView, count: int) -> list[int]:
+def longest_idle(pool: PoolView, count: int) -> list[int]:
     idle = sorted((w for w in pool.workers if w.state == "idle"), key=lambda w: w.since)
     return [w.pid for w in idle[:count]]
 

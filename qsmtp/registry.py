@@ -401,11 +401,36 @@ class Registry:
     def set_state(self, state: str) -> None:
         self.shm.write(bytes([SUPERVISOR_STATES.index(state)]), H_STATE)
 
-    def set_reload(self, status: str, reason: str = "", now: float | None = None) -> None:
-        """reload_status for qsmtpctl reload: 'ok' or 'failed' with a reason."""
-        self.set_header(reload_time=time.time() if now is None else now)
+    def set_reload(self, status: str, reason: str = "", now: float | None = None,
+                   whole: str | None = None) -> None:
+        """reload_status for qsmtpctl reload: 'ok' or 'failed' with a reason.
+        The header keeps 48 bytes of it; the published file the whole reason
+        (`whole`, e.g. with the file name in front)."""
+        now = time.time() if now is None else now
+        self.publish(reload={"status": status, "reason": whole or reason, "time": now})
+        self.set_header(reload_time=now)
         self.shm.write(encode_text(reason, 48), 80)
         self.shm.write(bytes([RELOAD_STATUS.index(status)]), H_RELOAD)
+
+    def publish(self, **info: Any) -> None:
+        """Owner: add to the published file what the fixed-size header cannot
+        hold (the whole reload reason, the config file, why it is invalid)."""
+        try:
+            data = read_published(self.runtime_dir)
+            if not data or data.get("shm_id") != self.shm.id:
+                return
+            data.update(info)
+            _publish(self.runtime_dir, data)
+        except OSError as exc:  # status detail only: never worth failing over
+            log.warning("cannot update %s: %s", self.path, exc)
+
+    def published(self) -> dict[str, Any]:
+        """Reader: the published file of this registry ({} if replaced)."""
+        try:
+            data = read_published(self.runtime_dir)
+        except OSError:
+            return {}
+        return data if data and data.get("shm_id") == self.shm.id else {}
 
     def set_header(self, **fields: Any) -> None:
         for name, value in fields.items():

@@ -21,7 +21,8 @@ Layout (little-endian, no implicit padding), HEADER_SIZE + slots * SLOT_SIZE:
   60  I  lock recoveries
   64  d  reload time
   72  d  throttled_until (boot-loop back-off, 0 = none)
-  80  48s reload reason (UTF-8, NUL padded)
+  80  48s reload reason (UTF-8, NUL padded; the whole one is in the
+           published file, Registry.publish)
 
 State, family and peer are adjacent (slot bytes 14..32) so the per-IP count
 compares one 18-byte slice per slot, and mark_busy is a single write.
@@ -44,7 +45,8 @@ assert HEADER.size <= HEADER_SIZE and SLOT_SIZE == 80
 
 FREE, RESERVED, IDLE, BUSY = 0, 1, 2, 3
 SLOT_STATES = {FREE: "free", RESERVED: "starting", IDLE: "idle", BUSY: "busy"}
-SUPERVISOR_STATES = ("starting", "running", "reloading", "stopping")
+# "config-invalid": up on systemd's sockets, answering 421, no workers (degraded.py)
+SUPERVISOR_STATES = ("starting", "running", "reloading", "stopping", "config-invalid")
 RELOAD_STATUS = ("none", "ok", "failed")
 
 # Header field offsets, for single-field writes.

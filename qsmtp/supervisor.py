@@ -92,7 +92,10 @@ class Supervisor(FleetMixin):
                                  max_from_ip=self.server.max_from_ip, generation=1)
         self.registry.set_generation(1)
         gc.freeze()  # objects loaded so far stay shared (copy-on-write) in workers
-        log.info("supervisor %d: %s; up to %d workers, %d idle", os.getpid(),
+        config_path = self.app.config.path
+        self.registry.publish(config=config_path)
+        log.info("supervisor %d: config %s; %s; up to %d workers, %d idle", os.getpid(),
+                 config_path or "(built-in defaults)",
                  listeners_mod.describe(self.listeners), self.server.children,
                  self.idle_target)
         try:
@@ -186,8 +189,14 @@ class Supervisor(FleetMixin):
         log.info("idle workers target now %d", self.idle_target)
 
     def handle_ttou(self) -> None:
+        """One fewer spare: the longest-idle worker retires now if the pool
+        is above its new target (not at the next idle sweep)."""
         self.idle_target = max(0, self.idle_target - 1)
         self.registry.set_header(idle_children=self.idle_target)
+        pool = self._pool_view(self.registry.snapshot())
+        if pool.total > policy.target_pool(pool.busy, self.server.children, self.idle_target):
+            for pid in policy.longest_idle(pool, 1):
+                self._retire(pid)
         log.info("idle workers target now %d", self.idle_target)
 
     def handle_usr2(self) -> None:
@@ -235,7 +244,7 @@ class Supervisor(FleetMixin):
             config, app = self.loader()
         except ConfigError as exc:
             log.error("reload failed, generation %d keeps serving: %s", self.generation, exc)
-            self.registry.set_reload("failed", f"{exc.key}: {exc.reason}")
+            self.registry.set_reload("failed", f"{exc.key}: {exc.reason}", whole=str(exc))
             self.registry.set_state("running")
             systemd.ready(self.status_line)
             return
@@ -281,7 +290,7 @@ class Supervisor(FleetMixin):
         systemd.stopping()
         self.registry.set_state("stopping")
         # Our copies only; inherited sockets stay systemd's (never shutdown()).
-        listeners_mod.close_all(self.listeners)
+        listeners_mod.close_all(self.listeners, stop_listening=True)
         self.grace_deadline = time.monotonic() + self.server.grace
         self._kill_all(signal.SIGTERM)
 

@@ -17,6 +17,12 @@ log = logging.getLogger("qsmtp.systemd")
 _DEFAULT_NAME = "smtp"
 
 
+def socket_activated() -> bool:
+    """LISTEN_FDS is meant for us (before listen_fds() unsets it)."""
+    return bool(os.environ.get("LISTEN_FDS")) and \
+        os.environ.get("LISTEN_PID", str(os.getpid())) == str(os.getpid())
+
+
 def listen_fds() -> dict[int, str]:
     """{fd: name} of the sockets systemd passed us (LISTEN_FDS/LISTEN_FDNAMES),
     or {} outside socket activation.  Unsets the variables so workers and

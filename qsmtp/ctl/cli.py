@@ -14,8 +14,8 @@ import time
 import click
 
 from qsmtp.ctl import render
-from qsmtp.ctl.common import (EX_FAIL, EX_SOFTWARE, attach, config_option, fail,
-                              pid_alive, signal_supervisor)
+from qsmtp.ctl.common import (EX_FAIL, EX_SOFTWARE, NotRunningExit, attach, config_option,
+                              fail, pid_alive, signal_supervisor)
 from qsmtp.ctl.configcmd import config_group
 from qsmtp.ctl.importer.command import import_qpsmtpd
 from qsmtp.ctl.users import user_group
@@ -46,14 +46,17 @@ def _read(registry):
 
 
 def _snapshot_or_exit():
-    config, registry = attach()
+    """-> (settings, registry, snapshot with the published file's details);
+    NotRunningExit when nothing runs."""
+    settings, registry = attach()
     snap = _read(registry)
     pid = snap["supervisor"]["pid"]
     if not pid_alive(pid):
         registry.detach()
-        fail(f"qsmtp is not running (stale registry at {registry.path}: "
-             f"supervisor pid {pid} is gone)", EX_FAIL)
-    return config, registry, snap
+        raise NotRunningExit(f"qsmtp is not running (stale registry at {registry.path}: "
+                             f"supervisor pid {pid} is gone)", settings)
+    snap["published"] = registry.published()
+    return settings, registry, snap
 
 
 def _render(snap, fmt: str, as_json: bool) -> str:
@@ -73,8 +76,16 @@ def _render(snap, fmt: str, as_json: bool) -> str:
 @click.option("--watch", "-w", "watch", type=float, is_flag=False, flag_value=2.0,
               default=None, metavar="[SECONDS]", help="Redraw every SECONDS (default 2).")
 def status(as_json: bool, fmt: str, watch: float | None) -> None:
-    """Supervisor, pool and per-worker state."""
-    _config, registry, snap = _snapshot_or_exit()
+    """Supervisor, pool and per-worker state (exit 1 when nothing runs: JSON
+    then says "running": false, Prometheus qsmtp_up 0)."""
+    try:
+        _settings, registry, snap = _snapshot_or_exit()
+    except NotRunningExit as exc:
+        if as_json or fmt == "json":
+            click.echo(render.dumps_not_running(str(exc), exc.settings["path"]))
+        elif fmt == "prometheus":
+            click.echo(render.prometheus_down().rstrip("\n"))
+        raise
     if watch is None:
         click.echo(_render(snap, fmt, as_json))
         registry.detach()
@@ -88,43 +99,82 @@ def status(as_json: bool, fmt: str, watch: float | None) -> None:
             if not registry.exists():
                 fail(f"qsmtp stopped (registry at {registry.path} is gone)", EX_FAIL)
             snap = _read(registry)
+            snap["published"] = registry.published()
     except KeyboardInterrupt:
         click.echo("")
     finally:
         registry.detach()
 
 
-def _reload_outcome(snap, before_gen: int, before_time: float) -> tuple[bool, str] | None:
+def _reload_outcome(snap, before: dict, wait_workers: bool) -> tuple[bool, str] | None:
     """None while the reload is still under way; (ok, line) once decided."""
     sup = snap["supervisor"]
-    if sup["reload_status"] == "failed" and sup["reload_time"] > before_time:
-        return False, (f"reload failed: {sup['reload_reason'] or 'see the journal'}; "
-                       f"generation {sup['generation']} keeps serving")
-    if sup["generation"] <= before_gen:
+    if sup["reload_status"] == "failed" and sup["reload_time"] > before["time"]:
+        reason = render.reload_reason(snap) or "see the journal"
+        if sup["state"] == "config-invalid":
+            return False, (f"reload failed: {reason}; still answering 421 to every "
+                           f"connection until the config is valid")
+        return False, f"reload failed: {reason}; generation {sup['generation']} keeps serving"
+    if sup["state"] != "running" or sup["generation"] <= before["generation"]:
         return None
     workers = render.as_json(snap, time.time())["workers"]
-    if all(w["generation"] == sup["generation"] for w in workers):
-        return True, f"reloaded: generation {sup['generation']} serving ({len(workers)} workers)"
-    return None
+    if wait_workers and not all(w["generation"] == sup["generation"] for w in workers):
+        return None
+    if before["state"] == "config-invalid":
+        return True, f"config valid: serving again (generation {sup['generation']})"
+    if not wait_workers:
+        return True, f"reloaded: generation {sup['generation']} accepted (old workers " \
+                     f"finish their sessions)"
+    return True, f"reloaded: generation {sup['generation']} serving ({len(workers)} workers)"
+
+
+def _follow(registry, pid: int):
+    """The registry again if a config-invalid supervisor replaced it by its
+    normal one (same pid), else None while that one is being made."""
+    from qsmtp.registry import NotRunning, Registry
+
+    if registry.exists():
+        return registry
+    registry.detach()
+    if not pid_alive(pid):
+        fail("qsmtp stopped during the reload", EX_FAIL)
+    try:
+        new = Registry.attach(registry.runtime_dir)
+    except NotRunning:
+        return None
+    if new.snapshot()["supervisor"]["pid"] != pid:
+        new.detach()
+        fail("qsmtp stopped during the reload", EX_FAIL)
+    return new
 
 
 @cli.command(epilog=EPILOG)
 @config_option
 @click.option("--timeout", default=30.0, show_default=True, type=float,
-              help="Seconds to wait for every worker to run the new config.")
-def reload(timeout: float) -> None:
-    """Re-read the config (SIGHUP) and wait until every worker runs it."""
-    _config, registry, snap = _snapshot_or_exit()
+              help="Seconds to wait for the outcome.")
+@click.option("--wait-workers/--no-wait-workers", default=True, show_default=True,
+              help="Wait until every worker runs the new config (busy ones finish their "
+                   "session first), or only until the supervisor accepted it.")
+def reload(timeout: float, wait_workers: bool) -> None:
+    """Re-read the config (SIGHUP) and wait for the outcome: exit 0 when it is
+    in service, 1 with the whole reason when it was refused (the old config
+    keeps serving)."""
+    _settings, registry, snap = _snapshot_or_exit()
     sup = snap["supervisor"]
-    before_gen, before_time = sup["generation"], sup["reload_time"]
-    signal_supervisor(sup["pid"], signal.SIGHUP, "reload")
+    pid = sup["pid"]
+    before = {"generation": sup["generation"], "time": sup["reload_time"],
+              "state": sup["state"]}
+    signal_supervisor(pid, signal.SIGHUP, "reload")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        if not registry.exists():
-            fail("qsmtp stopped during the reload", EX_FAIL)
+        current = _follow(registry, pid)
+        if current is None:
+            continue
+        registry = current
         snap = _read(registry)
-        outcome = _reload_outcome(snap, before_gen, before_time)
+        snap["published"] = registry.published()
+        outcome = _reload_outcome(snap, before, wait_workers)
         if outcome:
             registry.detach()
             click.echo(outcome[1])
@@ -143,9 +193,9 @@ def reload(timeout: float) -> None:
               help="Seconds to wait for the stop [default: server.grace + 15].")
 def stop(timeout: float | None) -> None:
     """Stop the instance (SIGTERM): sessions finish within server.grace."""
-    config, registry, snap = _snapshot_or_exit()
+    settings, registry, snap = _snapshot_or_exit()
     pid = snap["supervisor"]["pid"]
-    timeout = config.server.grace + 15 if timeout is None else timeout
+    timeout = settings["server.grace"] + 15 if timeout is None else timeout
     unit = _systemd_unit(pid)
     signal_supervisor(pid, signal.SIGTERM, "stop")
     deadline = time.monotonic() + timeout

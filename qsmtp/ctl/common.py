@@ -9,10 +9,9 @@ from typing import Any, NoReturn
 
 import click
 
-from qsmtp.config import EX_CONFIG, Config, ConfigError, load
+from qsmtp.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, default_path, load, peek
 from qsmtp.pidfile import alive as pid_alive  # noqa: F401  (ctl.cli imports it from here)
 
-DEFAULT_CONFIG = "/etc/qsmtp/qsmtp.toml"
 EX_OK, EX_FAIL, EX_UNREADABLE, EX_NOPERM, EX_SOFTWARE = 0, 1, 2, 77, 70
 _META = "qsmtp.config"
 
@@ -34,18 +33,16 @@ def config_option(func):
     return click.option(
         "--config", "-c", "config_path", metavar="PATH", expose_value=False,
         callback=_remember, is_eager=True, envvar="QSMTP_CONFIG",
-        help=f"Config file of the instance [default: {DEFAULT_CONFIG} if it exists].",
+        help=f"Config file of the instance [default: {DEFAULT_PATH} if it exists].",
     )(func)
 
 
 def config_path(explicit: str | None = None) -> str | None:
-    """PATH argument > --config > the default file if present > defaults."""
+    """PATH argument > --config > the default file if present > defaults
+    (the same rule as `qsmtp serve`: both find the same instance)."""
     if explicit:
         return explicit
-    given = click.get_current_context().meta.get(_META)
-    if given:
-        return given
-    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
+    return default_path(click.get_current_context().meta.get(_META))
 
 
 def load_config(explicit: str | None = None) -> Config:
@@ -55,17 +52,45 @@ def load_config(explicit: str | None = None) -> Config:
         fail(str(exc), EX_CONFIG)
 
 
+def instance_settings() -> dict[str, Any]:
+    """What finding and stopping the running instance needs, even from a
+    broken file (the fleet keeps running on its old config): a bad file is a
+    warning on stderr, its readable values are still used."""
+    path = config_path()
+    try:
+        load(path)
+    except ConfigError as exc:
+        click.echo(f"qsmtpctl: warning: {exc} (reading the running instance regardless)",
+                   err=True)
+    values = peek(path, ("server.runtime_dir", "server.grace"))
+    values["path"] = path
+    return values
+
+
 def attach():
-    """-> (config, Registry); exit 1 when nothing runs, 2 when unreadable."""
+    """-> (settings, Registry); exit 1 when nothing runs, 2 when unreadable."""
     from qsmtp.registry import NotRunning, Registry, RegistryPermissionError
 
-    config = load_config()
+    settings = instance_settings()
     try:
-        return config, Registry.attach(config.server.runtime_dir)
+        return settings, Registry.attach(settings["server.runtime_dir"])
     except NotRunning as exc:
-        fail(str(exc), EX_FAIL)
+        raise NotRunningExit(str(exc), settings) from None
     except RegistryPermissionError as exc:
         fail(str(exc), EX_UNREADABLE)
+
+
+class NotRunningExit(click.ClickException):
+    """Nothing runs: one line, exit 1 (`status` adds its own format first)."""
+
+    exit_code = EX_FAIL
+
+    def __init__(self, message: str, settings: dict[str, Any]):
+        super().__init__(message)
+        self.settings = settings
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
 
 
 def signal_supervisor(pid: int, signum: int, what: str) -> None:

@@ -36,8 +36,18 @@ def peers(snap: dict[str, Any]) -> dict[str, int]:
     return dict(counts.most_common())
 
 
+def reload_reason(snap: dict[str, Any]) -> str:
+    """The whole reason from the published file (the header keeps 48 bytes)."""
+    sup = snap["supervisor"]
+    published = (snap.get("published") or {}).get("reload") or {}
+    if published.get("status") == sup["reload_status"] and published.get("reason"):
+        return str(published["reason"])
+    return sup["reload_reason"]
+
+
 def as_json(snap: dict[str, Any], now: float) -> dict[str, Any]:
     sup = snap["supervisor"]
+    published = snap.get("published") or {}
     workers = []
     for w in _workers(snap):
         workers.append({
@@ -50,11 +60,14 @@ def as_json(snap: dict[str, Any], now: float) -> dict[str, Any]:
             "started": w["started"],
         })
     return {
+        "running": True,
+        "config": published.get("config"),
+        "config_error": published.get("config_error"),
         "supervisor": {
             "pid": sup["pid"], "state": sup["state"], "generation": sup["generation"],
             "sessions_total": sup["sessions_total"], "started": sup["started"],
             "uptime": round(max(0.0, now - sup["started"]), 3) if sup["started"] else None,
-            "reload": {"status": sup["reload_status"], "reason": sup["reload_reason"] or None,
+            "reload": {"status": sup["reload_status"], "reason": reload_reason(snap) or None,
                        "time": sup["reload_time"] or None},
             "throttled_until": sup["throttled_until"],
             "lock_recoveries": sup["lock_recoveries"],
@@ -68,6 +81,10 @@ def as_json(snap: dict[str, Any], now: float) -> dict[str, Any]:
 
 def dumps(snap: dict[str, Any], now: float) -> str:
     return json.dumps(as_json(snap, now), indent=2, sort_keys=False)
+
+
+def dumps_not_running(reason: str, config: str | None) -> str:
+    return json.dumps({"running": False, "reason": reason, "config": config}, indent=2)
 
 
 def duration(seconds: float | None) -> str:
@@ -86,11 +103,13 @@ def duration(seconds: float | None) -> str:
 
 def human(snap: dict[str, Any], now: float) -> str:
     sup, pool = snap["supervisor"], pool_counts(snap)
+    config = (snap.get("published") or {}).get("config")
     lines = [
         f"qsmtp supervisor pid {sup['pid']} · {sup['state']} · generation "
         f"{sup['generation']} · up {duration(now - sup['started'] if sup['started'] else None)}",
         f"{pool['workers']}/{pool['max']} workers · {pool['busy']} busy · "
         f"{pool['idle']} idle · {sup['sessions_total']} sessions",
+        f"config {config or '(built-in defaults)'}",
     ]
     lines += _warnings(snap, pool, now)
     lines += ["", _table(snap, now)]
@@ -102,14 +121,20 @@ def human(snap: dict[str, Any], now: float) -> str:
 
 def _warnings(snap: dict[str, Any], pool: dict[str, int], now: float) -> list[str]:
     sup, out = snap["supervisor"], []
+    if sup["state"] == "config-invalid":
+        error = (snap.get("published") or {}).get("config_error") or "see the journal"
+        out.append(f"CONFIG INVALID: {error}; every connection gets 421 4.3.0 until it "
+                   f"is fixed (then: systemctl reload qsmtp, or qsmtpctl reload)")
     if pool["workers"] >= pool["max"] and pool["busy"] >= pool["max"]:
         out.append(f"WARNING: pool at max ({pool['max']} workers, all busy): new "
                    f"connections wait in the listen queue; raise server.children?")
     elif pool["workers"] >= pool["max"]:
         out.append(f"note: pool at max ({pool['max']} workers)")
     if sup["reload_status"] == "failed":
-        out.append(f"last reload FAILED: {sup['reload_reason']} (generation "
+        out.append(f"last reload FAILED: {reload_reason(snap)} (generation "
                    f"{sup['generation']} keeps serving)")
+    elif sup["reload_status"] == "ok" and sup["reload_time"]:
+        out.append(f"last reload ok, {duration(now - sup['reload_time'])} ago")
     if sup["throttled_until"] and sup["throttled_until"] > now:
         out.append(f"throttled: workers dying at start, next spawn in "
                    f"{sup['throttled_until'] - now:.1f} s")
@@ -134,6 +159,9 @@ def _table(snap: dict[str, Any], now: float) -> str:
 _METRICS = (  # name, type, help, value(json)
     ("qsmtp_up", "gauge", "1 when the registry of a running supervisor was read.",
      lambda j: 1),
+    ("qsmtp_config_valid", "gauge",
+     "0 while the supervisor answers 421 to everyone because its config is invalid.",
+     lambda j: 0 if j["supervisor"]["state"] == "config-invalid" else 1),
     ("qsmtp_workers", "gauge", "Live worker processes.", lambda j: j["pool"]["workers"]),
     ("qsmtp_workers_busy", "gauge", "Workers in an SMTP session.",
      lambda j: j["pool"]["busy"]),
@@ -167,3 +195,9 @@ def prometheus(snap: dict[str, Any], now: float) -> str:
     for ip, count in list(doc["peers"].items())[:TOP_PEERS * 2]:
         out.append(f'qsmtp_peer_sessions{{peer="{ip}"}} {count}')
     return "\n".join(out) + "\n"
+
+
+def prometheus_down() -> str:
+    """Nothing runs: the scrape still succeeds and says so."""
+    name, kind, text, _value = _METRICS[0]
+    return f"# HELP {name} {text}\n# TYPE {name} {kind}\n{name} 0\n"

@@ -96,18 +96,35 @@ def test_config_check_uses_config_option(conf):
 
 
 # ---- not running / unreadable ------------------------------------------------------
-@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["reload"], ["stop"]])
+@pytest.mark.parametrize("command", [["status"], ["reload"], ["stop"]])
 def test_not_running(conf, command):
-    result = CliRunner().invoke(cli, [*command, "--config", conf])
+    result = CliRunner(mix_stderr=False).invoke(cli, [*command, "--config", conf])
     assert result.exit_code == 1, result.output
-    assert result.output == \
-        f"qsmtp is not running (no registry at {run_dir(conf)}/registry)\n"
+    assert result.stderr == f"qsmtp is not running (no registry at {run_dir(conf)}/registry)\n"
+    assert result.stdout == ""
 
 
-def test_bad_config_for_status_is_78(tmp_path):
-    path = tmp_path / "bad.toml"
-    path.write_text("[server]\nchildren = 0\n")
-    assert CliRunner().invoke(cli, ["status", "-c", str(path)]).exit_code == 78
+def test_not_running_json_and_prometheus_still_answer(conf):
+    result = CliRunner(mix_stderr=False).invoke(cli, ["status", "--json", "-c", conf])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["running"] is False and doc["config"] == conf
+    assert "no registry at" in doc["reason"]
+    result = CliRunner(mix_stderr=False).invoke(cli, ["status", "--format", "prometheus",
+                                                      "-c", conf])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[-1] == "qsmtp_up 0"
+
+
+def test_broken_config_warns_and_still_finds_the_instance(tmp_path, conf):
+    # The runtime_dir is still read from a file that fails validation.
+    broken = tmp_path / "broken.toml"
+    broken.write_text(open(conf).read().replace("children = 6", "children = 0"))
+    result = CliRunner(mix_stderr=False).invoke(cli, ["status", "--json", "-c", str(broken)])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["running"] is False
+    assert f"no registry at {run_dir(conf)}/registry" in result.stderr
+    assert result.stderr.startswith(f"qsmtpctl: warning: {broken}: server.children: ")
 
 
 def test_main_returns_codes(conf):
