@@ -40,7 +40,8 @@ def map_defaults(text: str, path: str, t: Translation) -> None:
         key, sep, val = line.partition("=")
         if not sep or line.startswith("#"):
             continue
-        words = _split(val, origin, t)
+        # The init script expands $VAR unquoted: the value is split into words.
+        words = [word for part in _split(val, origin, t) for word in part.split()]
         if key == "PORT" and words:
             map_flags(["--port", words[0]], origin, t)
         elif key == "RUNAS" and words:
