@@ -40,18 +40,24 @@ class Setting:
         return self.key
 
 
-def at_least(low: int) -> Check:
-    def check(value: int) -> str | None:
-        return None if value >= low else f"must be at least {low} (got {value})"
-    return check
-
-
-def between(low: int, high: int) -> Check:
+def between(low: int, high: int, why: str = "") -> Check:
+    """`why` says where the upper bound comes from (shown in the error and
+    the generated keys table): every number has one, so no value can make
+    qsmtp allocate or wait without limit."""
     def check(value: int) -> str | None:
         if low <= value <= high:
             return None
-        return f"must be between {low} and {high} (got {value})"
+        return (f"must be between {low} and {high} (got {value})"
+                + (f": {why}" if why else ""))
+    check.bounds = (low, high, why)  # type: ignore[attr-defined]
     return check
+
+
+# Upper bounds, with their reasons (docs: the keys table shows them).
+MAX_CHILDREN = 4096
+WHY_CHILDREN = ("each worker is a process (tens of MB) and 2 registry slots; "
+                "4096 is beyond any one host")
+WHY_WAIT = "a longer wait only holds a worker"
 
 
 def one_of(*choices: str) -> Check:
@@ -145,31 +151,46 @@ SETTINGS: tuple[Setting, ...] = (
             flags=("--listen-address", "--interface"), metavar="ADDR[:PORT]",
             multiple=True, check=_check_listen),
     Setting("server", "port", int, 2525, "Port for listen addresses given without one.",
-            flags=("--port",), check=between(1, 65535)),
+            flags=("--port",), check=between(1, 65535, "TCP ports")),
     Setting("server", "children", int, 15, "Maximum number of worker processes.",
-            flags=("--children",), check=at_least(1)),
+            flags=("--children",), check=between(1, MAX_CHILDREN, WHY_CHILDREN)),
     Setting("server", "idle_children", int, 5, "Spare idle workers kept ready.",
-            flags=("--idle-children",), check=at_least(0)),
+            flags=("--idle-children",), check=between(0, MAX_CHILDREN, WHY_CHILDREN)),
     Setting("server", "max_from_ip", int, 10,
             "Concurrent sessions allowed per client IP; 0 turns the limit off.",
-            flags=("--max-from-ip",), check=at_least(0)),
+            flags=("--max-from-ip",),
+            check=between(0, MAX_CHILDREN, "never more sessions than children")),
     Setting("server", "child_lifetime", int, 100,
             "Sessions a worker serves before it retires (jittered).",
-            flags=("--child-lifetime",), check=at_least(1)),
+            flags=("--child-lifetime",),
+            check=between(1, 1_000_000, "a worker is recycled to bound leaks")),
     Setting("server", "timeout", int, 300,
             "Seconds to wait for a command line or DATA bytes, then 421.",
-            check=at_least(1)),
+            check=between(1, 3600, "RFC 5321 4.5.3.2 asks for minutes; " + WHY_WAIT)),
     Setting("server", "databytes", int, 26214400,
             "Largest message accepted, in bytes (advertised as SIZE).",
-            check=at_least(1)),
+            check=between(1, 1 << 31, "2 GiB: the message is spooled to disk "
+                          "and copied into the queue")),
     Setting("server", "max_recipients", int, 100,
-            "Recipients per transaction; more get 452 4.5.3.", check=at_least(1)),
+            "Recipients per transaction; more get 452 4.5.3.",
+            check=between(1, 100_000, "recipients are kept in memory; "
+                          "RFC 5321 asks for 100")),
     Setting("server", "max_unrecognized", int, 4,
-            "Unknown verbs per session before 421 and close.", check=at_least(0)),
+            "Unknown verbs per session before 421 and close.",
+            check=between(0, 1000, "a budget, not a way to keep a worker busy")),
     Setting("server", "hook_timeout", int, 30,
-            "Seconds a plugin hook may run before 451 4.3.0.", check=at_least(1)),
+            "Seconds a plugin hook may run before 451 4.3.0.",
+            check=between(1, 3600, WHY_WAIT)),
     Setting("server", "grace", int, 30,
-            "Seconds sessions may finish after TERM before 421.", check=at_least(0)),
+            "Seconds sessions may finish after TERM before 421.",
+            check=between(0, 3600, "a stop must end")),
+    Setting("server", "min_data_rate", int, 500,
+            "Bytes per second a DATA transfer must average once it has run longer "
+            "than timeout, else 421 4.4.2 and close; 0 turns it off.",
+            check=between(0, 1 << 30, "1 GiB/s: above any link")),
+    Setting("server", "max_session_time", int, 3600,
+            "Seconds a whole session may last, then 421 4.4.2 and close; 0 turns it off.",
+            check=between(0, 86400, "one day; " + WHY_WAIT)),
     Setting("server", "runtime_dir", str, "/run/qsmtp",
             "Directory for the pid file, the registry id and control files."),
     Setting("server", "state_dir", str, "/var/lib/qsmtp",
@@ -182,7 +203,7 @@ SETTINGS: tuple[Setting, ...] = (
             flags=("--user",), metavar="NAME"),
     Setting("server", "renice_parent", int, 0,
             "Nice increment applied to the supervisor only.",
-            flags=("--renice-parent",), check=between(-20, 19)),
+            flags=("--renice-parent",), check=between(-20, 19, "nice(2) range")),
     Setting("server", "pretty_child", bool, False,
             "Show worker state in the process title (qsmtp: worker busy 192.0.2.7).",
             flags=("--pretty-child",)),
@@ -206,7 +227,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("queue", "upstream", str, "",
             "host:port (smtp, lmtp) or unix:/path (lmtp) for hand-off backends."),
     Setting("queue", "upstream_timeout", int, 60,
-            "Seconds to wait on the upstream MTA per step.", check=at_least(1)),
+            "Seconds to wait on the upstream MTA per step.",
+            check=between(1, 3600, WHY_WAIT)),
     # [tls]
     Setting("tls", "cert", str, "", "PEM certificate chain; STARTTLS needs cert and key."),
     Setting("tls", "key", str, "", "PEM private key."),
@@ -218,12 +240,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth", "max_failures", int, 5,
             "Failed AUTH attempts per client IP (IPv6: per /64) within failure_window, "
             "counted across all workers; then AUTH gets 421 4.7.0 and the connection "
-            "closes. 0 turns the limit off.", check=at_least(0)),
+            "closes. 0 turns the limit off.",
+            check=between(0, 1_000_000, "a count, stored per client IP")),
     Setting("auth", "failure_window", int, 900,
-            "Seconds a failed AUTH attempt is remembered.", check=at_least(1)),
+            "Seconds a failed AUTH attempt is remembered.",
+            check=between(1, 30 * 86400, "30 days; state is pruned after it")),
     Setting("auth", "failure_delay", int, 2,
             "Seconds to wait before answering a failed AUTH with 535.",
-            check=between(0, 60)),
+            check=between(0, 60, "the delay holds a worker")),
     # [proxy] -- PROXY protocol from a load balancer; no [proxy] section: off
     Setting("proxy", "protocol", str, "v2",
             "PROXY protocol header expected before the greeting: v1, v2 or any.",
@@ -237,7 +261,8 @@ SETTINGS: tuple[Setting, ...] = (
             "'smtp' for self-bound ones, or local ports as ':25'); empty: all.",
             check=_check_services),
     Setting("proxy", "timeout", int, 5,
-            "Seconds a trusted peer has to send the whole header.", check=between(1, 60)),
+            "Seconds a trusted peer has to send the whole header.",
+            check=between(1, 60, WHY_WAIT)),
 )
 
 # [state] -- where karma, greylisting, the AUTH failure limit and `limit` keep

@@ -146,6 +146,8 @@ def _options_table(cls: type) -> str:
     rows = ["| option | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for key, opt in cls.options.items():
         allowed = ", ".join(f"`{c}`" for c in opt.choices) if opt.choices else ""
+        if opt.bounds:
+            allowed = f"{opt.bounds[0]:g} to {opt.bounds[1]:g}"
         rows.append(f"| `{key}` | {opt.type.__name__} | `{_toml(opt.default)}` | {allowed} "
                     f"| {opt.help.replace('|', '/')} |")
     return "\n".join(rows)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Mapping
@@ -109,6 +110,9 @@ class Option:
     default: Any
     help: str = ""
     choices: tuple[Any, ...] | None = None
+    # (low, high) for numbers; without it a number must still be finite and
+    # fit in 32 bits, so no option can make a plugin wait or allocate forever.
+    bounds: tuple[float, float] | None = None
 
 
 class Plugin:
@@ -163,4 +167,12 @@ def _check_option(plugin: str, key: str, opt: Option, value: Any) -> Any:
         raise PluginError(plugin, key, f"must be {opt.type.__name__} (got {value!r})")
     if opt.choices is not None and value not in opt.choices:
         raise PluginError(plugin, key, f"must be one of {', '.join(map(str, opt.choices))}")
+    if opt.type in (int, float) and value is not None:
+        low, high = opt.bounds or (-INT_LIMIT, INT_LIMIT)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise PluginError(plugin, key, f"must be between {low:g} and {high:g} "
+                              f"(got {value!r})")
     return value
+
+
+INT_LIMIT = (1 << 31) - 1  # the fallback bound of a number option

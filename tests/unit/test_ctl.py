@@ -56,7 +56,7 @@ def test_config_check_ok(conf):
 
 
 @pytest.mark.parametrize("body, line", [
-    ("[server]\nchildren = 0\n", "server.children: must be at least 1 (got 0)"),
+    ("[server]\nchildren = 0\n", "server.children: must be between 1 and 4096 (got 0)"),
     ("[server]\nbogus = 1\n", "server.bogus: unknown key"),
     ("[server\n", "-: invalid TOML"),
     ("[[plugins]]\nname = \"no_such_plugin_xyz\"\n", "plugins.no_such_plugin_xyz"),

@@ -25,8 +25,9 @@ from qsmtp.plugins.api import Option, PluginError
 
 DNS_OPTIONS = {
     "nameservers": Option(list, [], "nameserver IPs; [] = system resolver (resolv.conf)"),
-    "dns_port": Option(int, 53, "port of the nameservers"),
-    "dns_timeout": Option(float, 5.0, "seconds for one lookup, retries included"),
+    "dns_port": Option(int, 53, "port of the nameservers", bounds=(1, 65535)),
+    "dns_timeout": Option(float, 5.0, "seconds for one lookup, retries included",
+                          bounds=(0.1, 3600)),
 }
 
 

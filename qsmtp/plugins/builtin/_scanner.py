@@ -24,8 +24,10 @@ def scanner_options(address: str, timeout: float, max_size: int) -> dict[str, Op
     return {
         "address": Option(str, address, "daemon: host:port, [v6]:port or unix:/path"),
         "timeout": Option(float, timeout,
-                          "seconds for the whole scan (must be < server.hook_timeout)"),
-        "max_size": Option(int, max_size, "messages larger than this (bytes) are not scanned"),
+                          "seconds for the whole scan (must be < server.hook_timeout)",
+                          bounds=(0.1, 3600)),
+        "max_size": Option(int, max_size, "messages larger than this (bytes) are not scanned",
+                           bounds=(1, 1 << 31)),
         "on_error": Option(str, "defer", "scanner down/timing out: defer (451) or pass",
                            choices=ON_ERROR),
     }

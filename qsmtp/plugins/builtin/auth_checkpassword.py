@@ -47,7 +47,8 @@ class AuthCheckpassword(AuthBackend):
     options = {
         "program": Option(str, "", "checkpassword program (absolute path)"),
         "args": Option(list, ["/bin/true"], "program it runs on success"),
-        "timeout": Option(float, 10.0, "seconds before the check counts as failed"),
+        "timeout": Option(float, 10.0, "seconds before the check counts as failed",
+                          bounds=(0.1, 3600)),
     }
 
     def setup(self) -> None:

@@ -47,8 +47,10 @@ class BasicHeaders(Plugin):
 
     options = {
         "require": Option(list, ["From", "Date"], "header fields that must be present"),
-        "past_days": Option(int, 0, "max age of Date: in days (0 = no check)"),
-        "future_days": Option(int, 0, "max days Date: may be ahead (0 = no check)"),
+        "past_days": Option(int, 0, "max age of Date: in days (0 = no check)",
+                             bounds=(0, 36500)),
+        "future_days": Option(int, 0, "max days Date: may be ahead (0 = no check)",
+                               bounds=(0, 36500)),
         "action": Option(str, "deny", "what a failed check does", choices=ACTIONS),
     }
 

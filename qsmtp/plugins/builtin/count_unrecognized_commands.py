@@ -25,7 +25,8 @@ NOTE = "unrec_cmd_count"
 class CountUnrecognizedCommands(Plugin):
     """Disconnects a client after `count` unrecognized commands."""
 
-    options = {"count": Option(int, 4, "unknown verbs before disconnecting")}
+    options = {"count": Option(int, 4, "unknown verbs before disconnecting",
+                                bounds=(0, 1000))}
 
     def setup(self) -> None:
         if self.opts.count < 1:

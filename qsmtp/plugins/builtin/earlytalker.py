@@ -41,7 +41,8 @@ class Earlytalker(Plugin):
     """Refuses clients that send data before the greeting (or before 354)."""
 
     options = {
-        "wait": Option(float, 1.0, "seconds to listen for early talk"),
+        "wait": Option(float, 1.0, "seconds to listen for early talk",
+                       bounds=(0, 60)),
         "check_at": Option(str, "connect", "when to listen", choices=("connect", "data")),
         "defer_reject": Option(bool, False, "refuse at MAIL instead of at once"),
         "action": Option(str, "denysoft", "what an early talker gets", choices=ACTIONS),

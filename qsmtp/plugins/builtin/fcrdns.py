@@ -39,7 +39,7 @@ class Fcrdns(Plugin):
     options = {
         "action": Option(str, "note", "what an unconfirmed client gets", choices=ACTIONS),
         "require": Option(str, "fcrdns", "what passes", choices=("fcrdns", "ptr")),
-        "max_names": Option(int, 8, "PTR names followed at most"),
+        "max_names": Option(int, 8, "PTR names followed at most", bounds=(1, 100)),
         "message": Option(str, "Your IP {ip} has no forward-confirmed reverse DNS",
                           "reply text"),
         **_dns.DNS_OPTIONS,

@@ -28,7 +28,8 @@ _TRACE = re.compile(rb"(?mi)^(?:Received|Delivered-To)[ \t]*:")
 class Loop(Plugin):
     """Refuses messages with more than `max_hops` Received/Delivered-To fields."""
 
-    options = {"max_hops": Option(int, 100, "most Received + Delivered-To fields allowed")}
+    options = {"max_hops": Option(int, 100, "most Received + Delivered-To fields allowed",
+                                   bounds=(1, 1000))}
 
     def setup(self) -> None:
         if self.opts.max_hops < 1:
