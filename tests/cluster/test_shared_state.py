@@ -1,0 +1,248 @@
+"""Shared state across hosts: three real `qsmtp serve` instances, each on its
+own loopback address with its own runtime dir and registry, sharing one
+private redis-server (`[state] backend = "redis"`).  Clients connect to the
+hosts directly, binding their own source address, so each test has a
+client IP of its own.
+
+(c) a triplet greylisted on host A passes on host B after the delay;
+(d) one client IP opening 3 x N connections spread over the hosts gets
+    exactly the cluster limit (concurrency, then connection rate);
+(e) AUTH failures are counted across hosts;
+(f) Redis stopped mid-load: mail keeps flowing (greylisting, karma, limit
+    fail open), AUTH gets 454 (fails closed), nothing is lost, and the
+    shared limit is back once Redis is.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import pathlib
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from helpers.redis import RedisServer
+from helpers.server import ServerPool, connect, free_port, wait_for
+
+from qsmtp import config as qconfig
+from qsmtp.state.clientlimits import cluster_view
+
+QSMTPCTL = str(pathlib.Path(sys.executable).with_name("qsmtpctl"))
+HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
+PASSWORD = "correct horse battery"
+N = 4  # the limits in (d)
+
+pytestmark = pytest.mark.timeout(110)
+
+
+class Cluster:
+    def __init__(self, tmp_path, redis: RedisServer, plugins: str, auth: str = ""):
+        self.redis, self.pool = redis, ServerPool(tmp_path, gone_within=5)
+        self.hosts = []
+        for i, address in enumerate(HOSTS):
+            port = free_port(address)
+            extra = (f'[relay]\nclients = ["127.0.0.1/32"]\ndomains = ["example.test"]\n'
+                     f'[state]\nbackend = "redis"\nurl = "{redis.url}"\n'
+                     f"[auth]\nfailure_delay = 0\n{auth}\n{plugins}")
+            srv = self.pool.make(name=f"host{i}", start=False, listen=[f"{address}:{port}"],
+                                 extra_toml=extra, children=8, idle_children=3,
+                                 max_from_ip=20, state_dir=str(tmp_path / f"state{i}"))
+            srv.host, srv.port = address, port
+            self.hosts.append(srv)
+        for srv in self.hosts:
+            srv.start()
+
+    def view(self, ip: str) -> dict:
+        config = qconfig.load(str(self.hosts[0].config_path))
+        return cluster_view(config, [ip], time.time())[ip]
+
+    def messages(self) -> list[bytes]:
+        found = []
+        for srv in self.hosts:
+            for path in sorted((srv.maildir / "new").glob("*")):
+                found.append(path.read_bytes())
+        return found
+
+    def close(self) -> None:
+        problems = self.pool.close()
+        assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def redis(tmp_path):
+    with RedisServer(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def cluster(tmp_path, redis):
+    made = []
+
+    def make(plugins: str, auth: str = "") -> Cluster:
+        made.append(Cluster(tmp_path, redis, plugins, auth))
+        return made[-1]
+    yield make
+    for c in made:
+        c.close()
+
+
+def smtp(srv, source: str) -> smtplib.SMTP:
+    client = smtplib.SMTP(srv.host, srv.port, timeout=20, source_address=(source, 0))
+    client.ehlo("client.test")
+    return client
+
+
+def rcpt_reply(srv, source: str, sender="s@client.test", to="u@example.test"):
+    with smtp(srv, source) as client:
+        client.mail(sender)
+        return client.rcpt(to)
+
+
+# -- (c) -------------------------------------------------------------------------
+def test_c_greylisted_on_a_passes_on_b(cluster):
+    c = cluster('[[plugins]]\nname = "greylisting"\nblack_timeout = 2\n'
+                'grey_timeout = 60\nwhite_timeout = 600\n')
+    a, b, third = c.hosts
+    first = rcpt_reply(a, "127.0.0.71")
+    assert first[0] == 450 and first[1].startswith(b"4.7.1")
+    assert rcpt_reply(third, "127.0.0.71")[0] == 450  # still within black_timeout
+    time.sleep(2.2)
+    assert rcpt_reply(b, "127.0.0.71")[0] == 250  # B never saw this triplet itself
+    assert rcpt_reply(third, "127.0.0.71")[0] == 250
+    assert rcpt_reply(third, "127.0.0.72")[0] == 450  # another client: new triplet
+
+
+# -- (d) -------------------------------------------------------------------------
+def _open(srv, source: str):
+    sock, line = connect(srv.port, srv.host, source=source, timeout=20)
+    return sock, line
+
+
+def test_d_one_client_gets_exactly_the_cluster_limit(cluster):
+    c = cluster(f'[[plugins]]\nname = "limit"\nconcurrency = {N}\n'
+                f'connection_rate = "{2 * N}/300s"\n')
+    ip = "127.0.0.73"
+    spread = [srv for srv, _ in zip(itertools.cycle(c.hosts), range(3 * N))]
+    # 3 x N at once, all held open: exactly N sessions get the greeting.
+    with ThreadPoolExecutor(3 * N) as pool:
+        opened = list(pool.map(lambda srv: _open(srv, ip), spread))
+    greeted = [line for _, line in opened if line.startswith(b"220")]
+    refused = [line for _, line in opened if line.startswith(b"421 4.7.0")]
+    assert (len(greeted), len(refused)) == (N, 2 * N), [line for _, line in opened]
+    assert {srv.host for srv, (_, line) in zip(spread, opened)
+            if line.startswith(b"421")} != {spread[0].host}  # refusals on several hosts
+    assert c.view(ip)["sessions"] == N
+    for sock, _ in opened:
+        sock.close()
+    wait_for(lambda: c.view(ip)["sessions"] == 0, 10, what="sessions given back")
+    # One after the other, 3 x N more: the rate (2N per 300 s) lets exactly N
+    # more in - the N greeted above already count.
+    lines = []
+    for srv in spread:
+        sock, line = _open(srv, ip)
+        lines.append(line)
+        sock.sendall(b"QUIT\r\n")
+        sock.close()
+    assert sum(line.startswith(b"220") for line in lines) == N, lines
+    assert sum(line.startswith(b"421 4.7.0") for line in lines) == 2 * N
+    assert c.view(ip)["connections"] == 2 * N
+
+
+# -- (e) -------------------------------------------------------------------------
+def _auth_cluster(cluster, tmp_path, plugins: str = "") -> Cluster:
+    users = tmp_path / "users"
+    res = subprocess.run([QSMTPCTL, "user", "add", "alice", "--file", str(users),
+                          "--password-stdin", "--cost", "12"], input=PASSWORD + "\n",
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    return cluster(f'[[plugins]]\nname = "auth/file"\npath = "{users}"\n{plugins}',
+                   auth='plaintext_services = ["smtp"]\nmax_failures = 3\n'
+                        'failure_window = 300')
+
+
+def auth(srv, source: str, password: str) -> tuple[int, bytes]:
+    plain = base64.b64encode(f"\0alice\0{password}".encode()).decode()
+    with smtp(srv, source) as client:
+        return client.docmd("AUTH", f"PLAIN {plain}")
+
+
+def test_e_auth_failures_counted_across_hosts(cluster, tmp_path):
+    c = _auth_cluster(cluster, tmp_path)
+    ip = "127.0.0.74"
+    assert [auth(srv, ip, "wrong")[0] for srv in c.hosts] == [535, 535, 535]
+    for srv in c.hosts:  # three failures, one per host: the cluster's limit is reached
+        code, text = auth(srv, ip, PASSWORD)
+        assert (code, text[:5]) == (421, b"4.7.0"), (srv.host, code, text)
+    assert auth(c.hosts[1], "127.0.0.75", PASSWORD)[0] == 235  # other clients unaffected
+
+
+# -- (f) -------------------------------------------------------------------------
+LOAD_CLIENTS, LOAD_MESSAGES = ("127.0.0.81", "127.0.0.82", "127.0.0.83"), 12
+
+
+def _send_all(hosts, source: str, log: list, stop_after: float) -> None:
+    """Send LOAD_MESSAGES, each retried on a 4xx (as an MTA would) until a
+    250; every answer is logged (source, n, code)."""
+    for n in range(LOAD_MESSAGES):
+        srv = hosts[n % len(hosts)]
+        body = f"Subject: load {source} {n}\r\nMessage-ID: <{source}.{n}@client.test>\r\n\r\nx\r\n"
+        deadline = time.monotonic() + stop_after
+        while True:
+            try:
+                with smtp(srv, source) as client:
+                    client.sendmail("s@client.test", ["u@example.test"], body)
+                log.append((source, n, 250))
+                break
+            except smtplib.SMTPResponseException as exc:
+                log.append((source, n, exc.smtp_code))
+                assert 400 <= exc.smtp_code < 500, (exc.smtp_code, exc.smtp_error)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code = next(iter(exc.recipients.values()))[0]
+                log.append((source, n, code))
+                assert 400 <= code < 500, exc.recipients
+            assert time.monotonic() < deadline, f"{source} message {n} never accepted"
+            time.sleep(0.5)
+            srv = hosts[(n + 1) % len(hosts)]  # the retry may land elsewhere
+
+
+def test_f_redis_stopped_mid_load(cluster, tmp_path, redis):
+    c = _auth_cluster(cluster, tmp_path,
+                      '[[plugins]]\nname = "limit"\nconcurrency = 5\n'
+                      '[[plugins]]\nname = "karma"\n'
+                      '[[plugins]]\nname = "greylisting"\nblack_timeout = 1\n'
+                      'grey_timeout = 60\nsender = false\nrecipient = false\n')
+    log: list = []
+    threads = [threading.Thread(target=_send_all, args=(c.hosts, ip, log, 30))
+               for ip in LOAD_CLIENTS]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: sum(code == 250 for *_, code in log) >= 6, 30, what="load under way")
+    redis.stop()  # mid-load
+    outage_start = len(log)
+    code, text = auth(c.hosts[0], "127.0.0.76", PASSWORD)
+    assert (code, text[:5]) == (454, b"4.7.0")  # AUTH fails closed
+    wait_for(lambda: sum(code == 250 for *_, code in log[outage_start:]) >= 6, 30,
+             what="mail accepted while Redis is down")
+    redis.start()  # same port: the workers reconnect by themselves
+    for thread in threads:
+        thread.join(60)
+    accepted = {(src, n) for src, n, code in log if code == 250}
+    assert accepted == {(ip, n) for ip in LOAD_CLIENTS for n in range(LOAD_MESSAGES)}
+    stored = c.messages()
+    ids = sorted(m.split(b"Message-ID: <", 1)[1].split(b">", 1)[0] for m in stored)
+    assert ids == sorted(f"{ip}.{n}@client.test".encode() for ip, n in accepted)  # no loss, no dup
+    during = [code for *_, code in log[outage_start:]]
+    assert all(code == 250 or 400 <= code < 500 for code in during)
+    logs = "".join(srv.log() for srv in c.hosts)
+    assert "store unavailable" in logs and "Traceback" not in logs
+    assert auth(c.hosts[2], "127.0.0.76", PASSWORD)[0] == 235  # back to normal
+    held = [_open(srv, "127.0.0.77") for srv in c.hosts * 2]
+    assert sum(line.startswith(b"220") for _, line in held) == 5  # the shared limit again
+    for sock, _ in held:
+        sock.close()
