@@ -1,8 +1,9 @@
 """Shared state across hosts: three real `qsmtp serve` instances, each on its
 own loopback address with its own runtime dir and registry, sharing one
 private redis-server (`[state] backend = "redis"`).  Clients connect to the
-hosts directly, binding their own source address, so each test has a
-client IP of its own.
+hosts directly (not through the `cluster` fixture's HAProxy: (c) and (e)
+must pick the host a try lands on), binding their own source address, so
+each test has a client IP of its own.
 
 (c) a triplet greylisted on host A passes on host B after the delay;
 (d) one client IP opening 3 x N connections spread over the hosts gets
@@ -41,7 +42,7 @@ N = 4  # the limits in (d)
 pytestmark = pytest.mark.timeout(110)
 
 
-class Cluster:
+class StateCluster:
     def __init__(self, tmp_path, redis: RedisServer, plugins: str, auth: str = ""):
         self.redis, self.pool = redis, ServerPool(tmp_path, gone_within=5)
         self.hosts = []
@@ -81,11 +82,11 @@ def redis(tmp_path):
 
 
 @pytest.fixture
-def cluster(tmp_path, redis):
+def state_cluster(tmp_path, redis):
     made = []
 
-    def make(plugins: str, auth: str = "") -> Cluster:
-        made.append(Cluster(tmp_path, redis, plugins, auth))
+    def make(plugins: str, auth: str = "") -> StateCluster:
+        made.append(StateCluster(tmp_path, redis, plugins, auth))
         return made[-1]
     yield make
     for c in made:
@@ -105,8 +106,8 @@ def rcpt_reply(srv, source: str, sender="s@client.test", to="u@example.test"):
 
 
 # -- (c) -------------------------------------------------------------------------
-def test_c_greylisted_on_a_passes_on_b(cluster):
-    c = cluster('[[plugins]]\nname = "greylisting"\nblack_timeout = 2\n'
+def test_c_greylisted_on_a_passes_on_b(state_cluster):
+    c = state_cluster('[[plugins]]\nname = "greylisting"\nblack_timeout = 2\n'
                 'grey_timeout = 60\nwhite_timeout = 600\n')
     a, b, third = c.hosts
     first = rcpt_reply(a, "127.0.0.71")
@@ -124,8 +125,8 @@ def _open(srv, source: str):
     return sock, line
 
 
-def test_d_one_client_gets_exactly_the_cluster_limit(cluster):
-    c = cluster(f'[[plugins]]\nname = "limit"\nconcurrency = {N}\n'
+def test_d_one_client_gets_exactly_the_cluster_limit(state_cluster):
+    c = state_cluster(f'[[plugins]]\nname = "limit"\nconcurrency = {N}\n'
                 f'connection_rate = "{2 * N}/300s"\n')
     ip = "127.0.0.73"
     spread = [srv for srv, _ in zip(itertools.cycle(c.hosts), range(3 * N))]
@@ -155,13 +156,13 @@ def test_d_one_client_gets_exactly_the_cluster_limit(cluster):
 
 
 # -- (e) -------------------------------------------------------------------------
-def _auth_cluster(cluster, tmp_path, plugins: str = "") -> Cluster:
+def _auth_cluster(state_cluster, tmp_path, plugins: str = "") -> StateCluster:
     users = tmp_path / "users"
     res = subprocess.run([QSMTPCTL, "user", "add", "alice", "--file", str(users),
                           "--password-stdin", "--cost", "12"], input=PASSWORD + "\n",
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
-    return cluster(f'[[plugins]]\nname = "auth/file"\npath = "{users}"\n{plugins}',
+    return state_cluster(f'[[plugins]]\nname = "auth/file"\npath = "{users}"\n{plugins}',
                    auth='plaintext_services = ["smtp"]\nmax_failures = 3\n'
                         'failure_window = 300')
 
@@ -172,8 +173,8 @@ def auth(srv, source: str, password: str) -> tuple[int, bytes]:
         return client.docmd("AUTH", f"PLAIN {plain}")
 
 
-def test_e_auth_failures_counted_across_hosts(cluster, tmp_path):
-    c = _auth_cluster(cluster, tmp_path)
+def test_e_auth_failures_counted_across_hosts(state_cluster, tmp_path):
+    c = _auth_cluster(state_cluster, tmp_path)
     ip = "127.0.0.74"
     assert [auth(srv, ip, "wrong")[0] for srv in c.hosts] == [535, 535, 535]
     for srv in c.hosts:  # three failures, one per host: the cluster's limit is reached
@@ -211,8 +212,8 @@ def _send_all(hosts, source: str, log: list, stop_after: float) -> None:
             srv = hosts[(n + 1) % len(hosts)]  # the retry may land elsewhere
 
 
-def test_f_redis_stopped_mid_load(cluster, tmp_path, redis):
-    c = _auth_cluster(cluster, tmp_path,
+def test_f_redis_stopped_mid_load(state_cluster, tmp_path, redis):
+    c = _auth_cluster(state_cluster, tmp_path,
                       '[[plugins]]\nname = "limit"\nconcurrency = 5\n'
                       '[[plugins]]\nname = "karma"\n'
                       '[[plugins]]\nname = "greylisting"\nblack_timeout = 1\n'
