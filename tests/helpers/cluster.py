@@ -135,13 +135,27 @@ def _send_one(frontend, source: str, outcome: Outcome, max_attempts: int) -> Non
     while outcome.attempts < max_attempts and not outcome.accepted:
         outcome.attempts += 1
         try:
-            with smtplib.SMTP(*frontend, source_address=(source, 0), timeout=30) as smtp:
-                smtp.ehlo("client.test")
-                smtp.sendmail("sender@client.test", ["user@example.test"], outcome.message)
-                outcome.accepted = True
+            smtp = smtplib.SMTP(*frontend, source_address=(source, 0), timeout=30)
+        except OSError as exc:
+            outcome.failures.append(f"{type(exc).__name__}: {str(exc)[:80]}")
+            time.sleep(0.2)
+            continue
+        try:
+            smtp.ehlo("client.test")
+            smtp.sendmail("sender@client.test", ["user@example.test"], outcome.message)
+            outcome.accepted = True
         except (smtplib.SMTPException, OSError) as exc:
             outcome.failures.append(f"{type(exc).__name__}: {str(exc)[:80]}")
             time.sleep(0.2)
+        finally:
+            _quit(smtp)  # after the 250 a 421 to QUIT (host stopping) is fine
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 def send_load(frontend, *, clients: int, per_client: int, max_attempts: int = 6,
