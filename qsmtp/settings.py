@@ -14,6 +14,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from qsmtp import domains
+
 Check = Callable[[Any], "str | None"]
 
 
@@ -129,9 +131,10 @@ def _check_services(entries: list[str]) -> str | None:
 
 def _check_domains(entries: list[str]) -> str | None:
     for entry in entries:
-        name = entry.lstrip(".")
-        if not name or " " in name or "@" in name:
-            return f"not a domain: {entry!r}"
+        try:  # IDNA 2008: U-labels or A-labels, nothing mapped
+            domains.to_ascii(entry[1:] if entry.startswith(".") else entry)
+        except domains.DomainError as exc:
+            return f"not a domain: {entry!r} ({exc})"
     return None
 
 

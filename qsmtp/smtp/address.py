@@ -1,5 +1,10 @@
 """RFC 5321 paths: `<>`, `<local@domain>`, `<@route:local@domain>`, quoted
-local parts, address literals. `parse_path` is the only parser of addresses."""
+local parts, address literals. `parse_path` is the only parser of addresses.
+
+Beyond the grammar, a path is refused when it holds invalid UTF-8 (RFC 3629:
+also encoded surrogates and overlong forms), a control character or U+2028/
+U+2029 (`chars.refused`), or a domain that is not valid under IDNA 2008
+(`qsmtp.domains`: U-labels or A-labels, nothing mapped)."""
 
 from __future__ import annotations
 
@@ -7,9 +12,20 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from qsmtp import domains
+from qsmtp.smtp import chars
+
 
 class AddressError(ValueError):
-    """Unparseable path; the message is safe to show to the client."""
+    """Unparseable path; the message is safe to show to the client.
+
+    `kind`: "syntax" (the RFC 5321 grammar), "bytes" (invalid UTF-8 or a
+    control character) or "domain" (not a domain under IDNA 2008); the
+    engine answers 501 to the first and 553 to the others."""
+
+    def __init__(self, message: str, kind: str = "syntax"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,14 @@ class Address:
             return self.local
         return f"{self.local}@{self.domain}"
 
+    @property
+    def ascii_domain(self) -> str | None:
+        """The domain in A-label form (lower case, no trailing dot): the form
+        domains are compared and looked up in. Literals are kept as sent."""
+        if self.domain is None or self.domain.startswith("["):
+            return self.domain
+        return domains.to_ascii(self.domain)
+
     def __str__(self) -> str:
         return self.address
 
@@ -72,6 +96,9 @@ def parse_path(text: str, *, allow_null: bool, smtputf8: bool = False,
     without a domain is valid, any case (RCPT, RFC 5321 4.5.1); by default
     it is allowed exactly when `<>` is not (a forward-path). Non-ASCII
     is refused unless `smtputf8`. Raises AddressError."""
+    reason = chars.refused(text)
+    if reason is not None:
+        raise AddressError(f"{reason} in address", "bytes")
     if not text.startswith("<") or not text.endswith(">") or len(text) < 2:
         raise AddressError("path must be enclosed in <>")
     if not smtputf8 and not text.isascii():
@@ -158,6 +185,10 @@ def _check_domain(domain: str, smtputf8: bool, literal: bool = True) -> str:
     for label in name.split("."):
         if len(label) > _MAX_LABEL or pattern.fullmatch(label) is None:
             raise AddressError("bad domain")
+    try:
+        domains.to_ascii(name)
+    except domains.DomainError:
+        raise AddressError("domain is not valid under IDNA 2008", "domain") from None
     return domain
 
 

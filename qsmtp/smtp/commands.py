@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable
 
-from qsmtp.smtp import auth, transfer
+from qsmtp.smtp import auth, chars, transfer
 from qsmtp.smtp.address import AddressError, parse_path, split_path
 from qsmtp.smtp.reader import BARE, TOO_LONG
 from qsmtp.smtp.replies import Reply
@@ -116,6 +116,9 @@ def _greeting(conv: "Conversation", host: str, esmtp: bool) -> None:
     verb = "EHLO" if esmtp else "HELO"
     if not host or " " in host:
         return conv.reply(Reply(501, "5.5.4", f"Syntax: {verb} hostname"))
+    reason = chars.refused(host)
+    if reason is not None:  # never reaches Received: or a plugin
+        return conv.reply(Reply(501, "5.5.4", f"Syntax: {verb} hostname ({reason})"))
     conv.drop_transaction()
     ok = ehlo_reply(conv) if esmtp else Reply(250, "", conv.me)
     reply = conv.hook_reply(verb.lower(), host, ok=ok)
@@ -153,7 +156,7 @@ def do_mail(conv: "Conversation", arg: str) -> None:
             return conv.reply(refusal)
         sender = parse_path(path, allow_null=True, smtputf8="SMTPUTF8" in params)
     except AddressError as exc:
-        return conv.reply(Reply(501, "5.1.7", f"Bad sender address syntax: {exc}"))
+        return conv.reply(_address_refusal(exc, "sender", "5.1.7", "5.1.8"))
     except ParamError as exc:
         return conv.reply(exc.reply)
     txn = session.new_transaction()
@@ -181,7 +184,7 @@ def do_rcpt(conv: "Conversation", arg: str) -> None:
         rcpt = parse_path(path, allow_null=False, allow_postmaster=True,
                           smtputf8="SMTPUTF8" in txn.mail_params)
     except AddressError as exc:
-        return conv.reply(Reply(501, "5.1.3", f"Bad recipient address syntax: {exc}"))
+        return conv.reply(_address_refusal(exc, "recipient", "5.1.3", "5.1.3"))
     except ParamError as exc:
         return conv.reply(exc.reply)
     if len(txn.recipients) >= conv.config.server.max_recipients:
@@ -193,6 +196,16 @@ def do_rcpt(conv: "Conversation", arg: str) -> None:
     else:
         conv.rejected = True
     conv.reply(reply)
+
+
+def _address_refusal(exc: AddressError, who: str, mailbox: str, system: str) -> Reply:
+    """501 for the RFC 5321 grammar; 553 ("mailbox name not allowed") for
+    bytes no address may hold and for a domain IDNA 2008 refuses (RFC 3463:
+    X.1.7/X.1.3 bad mailbox syntax, X.1.8 bad sender's system address)."""
+    if exc.kind == "syntax":
+        return Reply(501, mailbox, f"Bad {who} address syntax: {exc}")
+    return Reply(553, system if exc.kind == "domain" else mailbox,
+                 f"Bad {who} address: {exc}")
 
 
 class ParamError(Exception):

@@ -93,3 +93,51 @@ def test_split_path(text, path, rest):
 def test_split_path_errors(text):
     with pytest.raises(AddressError):
         split_path(text)
+
+
+# -- hostile bytes and IDNA 2008 (issue: hostile input) -------------------------
+def _wire(raw: bytes) -> str:
+    """A path as the engine hands it over (surrogateescape for invalid UTF-8)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize("raw", [
+    b"<j\xff\xfe@example.test>",  # not UTF-8 at all
+    b"<j\xed\xa0\x80@example.test>",  # an encoded surrogate (U+D800)
+    b"<j\xc0\xaf@example.test>",  # overlong "/"
+    b"<u@ex\xe4mple.test>",  # Latin-1, not UTF-8
+    "<j\u0085@example.test>".encode(),  # C1 NEL
+    "<j\u2028@example.test>".encode(),  # LINE SEPARATOR
+    '<"j\u2029"@example.test>'.encode(),  # PARAGRAPH SEPARATOR, quoted
+    b"<j\x1b[31m@example.test>",  # ESC
+    b"<j\x7f@example.test>",  # DEL
+    b"<j\x0b@example.test>",  # VT
+])
+def test_hostile_bytes_are_refused_even_with_smtputf8(raw):
+    with pytest.raises(AddressError) as info:
+        parse_path(_wire(raw), allow_null=False, smtputf8=True)
+    assert info.value.kind == "bytes"
+
+
+@pytest.mark.parametrize("text", [
+    "<u@\u212aiwi.test>",  # KELVIN SIGN: DISALLOWED, not "k"
+    "<u@BÜCHER.test>",  # upper case is not a U-label (nothing is mapped)
+    "<u@xn--zz.test>",  # fake A-label
+    "<u@xn--iwi-xk1a.test>",  # the A-label of KELVIN SIGN + "iwi"
+    "<@\u212aiwi.test:u@example.test>",  # in a source route too
+])
+def test_domains_outside_idna2008_are_refused(text):
+    with pytest.raises(AddressError) as info:
+        parse_path(text, allow_null=False, smtputf8=True)
+    assert info.value.kind == "domain"
+
+
+@pytest.mark.parametrize("text, ascii_domain", [
+    ("<u@straße.test>", "xn--strae-oqa.test"),
+    ("<u@xn--strae-oqa.test>", "xn--strae-oqa.test"),
+    ("<u@XN--STRAE-OQA.Test.>", "xn--strae-oqa.test"),
+    ("<u@weiß.test>", "xn--wei-7ka.test"),  # not weiss.test (IDNA 2003)
+    ("<u@[192.0.2.1]>", "[192.0.2.1]"),
+])
+def test_ascii_domain_is_the_a_label(text, ascii_domain):
+    assert parse_path(text, allow_null=False, smtputf8=True).ascii_domain == ascii_domain

@@ -89,3 +89,21 @@ def test_rename_uses_messagebody_method_when_available():
             self.calls.append((old, new))
     rename_auth_results(Body())
     assert Body.calls == [("Authentication-Results", "X-Original-Authentication-Results")]
+
+
+HOSTILE = "a\x1b]0;pwn\x07\x0b\x0c\x7f\u0085\u2028\u202e" + b"\xff\xfe".decode(
+    "utf-8", "surrogateescape")
+
+
+def test_received_escapes_hostile_values(cfg):
+    # The engine refuses these at HELO/RCPT; a plugin or a PTR name must not
+    # be able to put them into the header either.
+    sess = make_session(cfg, rcpts=(f"{HOSTILE}@example.test",), remote_host=f"{HOSTILE}.ptr")
+    sess.helo_host = HOSTILE
+    value = received_value(sess, sess.transaction, "mx.example.test", DATE)
+    raw = value.encode("utf-8")  # valid UTF-8: no lone surrogate left
+    escaped = "a\\x1B]0;pwn\\x07\\x0B\\x0C\\x7F\\x85\\u2028\\u202E\\xFF\\xFE"
+    assert value.startswith(f"from {escaped} ({escaped}.ptr [192.0.2.7])\n")
+    assert f"for <{escaped}@example.test>;" in value
+    assert not any(byte < 0x20 and byte not in b"\n\t" or byte == 0x7F for byte in raw)
+    assert value.count("\n") == 2  # folded exactly where we fold, nowhere else

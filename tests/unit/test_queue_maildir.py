@@ -107,3 +107,15 @@ def test_unknown_service_user_is_plugin_error(tmp_path):
     path.write_text(f'[server]\nuser = "no-such-user-x"\n[queue]\npath = "{tmp_path}/md"\n')
     with pytest.raises(PluginError):
         QueueMaildir(qconfig.load(str(path)), "queue/maildir", {})
+
+
+def test_envelope_headers_escape_hostile_addresses(tmp_path):
+    hostile = "j\x1b[2J\u0085\u2028" + b"\xed\xa0\x80".decode("utf-8", "surrogateescape")
+    plugin, cfg = load(tmp_path)
+    sess = make_session(cfg, MESSAGE, sender=f"{hostile}@a.test",
+                        rcpts=(f"{hostile}@example.test",))
+    head = queue_maildir.envelope_headers(sess.transaction)
+    escaped = b"j\\x1B[2J\\x85\\u2028\\xED\\xA0\\x80"
+    assert head == (b"Return-Path: <" + escaped + b"@a.test>\n"
+                    b"Delivered-To: <" + escaped + b"@example.test>\n")
+    head.decode("utf-8")  # valid UTF-8 throughout

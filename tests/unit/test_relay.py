@@ -8,8 +8,8 @@ import textwrap
 import pytest
 
 from qsmtp import config as qconfig
-from qsmtp.plugins.api import PluginError, Result
-from qsmtp.plugins.builtin.relay import Relay, domain_forms
+from qsmtp.plugins.api import Result
+from qsmtp.plugins.builtin.relay import Relay
 from qsmtp.smtp.address import Address, AddressError, parse_path
 from qsmtp.smtp.state import ConnectionInfo, Session
 
@@ -62,7 +62,9 @@ CASES = [
     (False, A("user", "xn--bcher-kva.test"), ACCEPT, "A-label of our IDN"),
     (False, A("user", "XN--BCHER-KVA.TEST"), ACCEPT, "A-label, upper case"),
     (False, A("user", "bücher.test"), ACCEPT, "U-label (SMTPUTF8)"),
-    (False, A("user", "BÜCHER.test"), ACCEPT, "U-label, upper case"),
+    # IDNA 2008 has no upper-case U-labels and qsmtp maps nothing (no UTS #46).
+    (False, A("user", "BÜCHER.test"), REFUSE, "upper-case non-ASCII is not a U-label"),
+    (False, A("user", "\u212aiwi.example.test"), REFUSE, "KELVIN SIGN is not k"),
     (False, A("user", "xn--bcher-kva.foreign.test"), REFUSE, "IDN label of foreign"),
     (False, A("user", "xn--ample-foreign.test"), REFUSE, "punycode-looking"),
     (False, A("user"), REFUSE, "no domain"),
@@ -97,13 +99,37 @@ def test_idna2003_mapping_does_not_widen_our_domains(tmp_path):
     relay, _ = make_relay(tmp_path, domains='["straße.test"]')
     assert relay.is_ours("straße.test")
     assert not relay.is_ours("strasse.test")
-    assert domain_forms("bücher.test") == {"bücher.test", "xn--bcher-kva.test"}
-    assert domain_forms("xn--bcher-kva.test") == {"bücher.test", "xn--bcher-kva.test"}
+    assert relay.is_ours("xn--strae-oqa.test")  # its A-label (IDNA 2008)
+    assert not relay.is_ours("xn--strasse-.test")
 
 
-def test_bad_idn_domain_is_a_load_error(tmp_path):
-    with pytest.raises(PluginError):
-        make_relay(tmp_path, domains='["a..ü.test"]')
+@pytest.mark.parametrize("configured, sent", [
+    ("bücher.test", "xn--bcher-kva.test"),  # U-label configured, A-label sent
+    ("xn--bcher-kva.test", "bücher.test"),  # and the other way round
+    ("straße.test", "xn--strae-oqa.test"),
+    ("xn--strae-oqa.test", "straße.test"),
+    (".straße.test", "mx.xn--strae-oqa.test"),
+    (".xn--strae-oqa.test", "mx.straße.test"),
+])
+def test_a_label_and_u_label_are_one_domain(tmp_path, configured, sent):
+    relay, _ = make_relay(tmp_path, domains=f'["{configured}"]')
+    result, _ = relay.decide(parse_path(f"<u@{sent}>", allow_null=False, smtputf8=True),
+                             client=False)
+    assert result is Result.OK
+
+
+def test_kelvin_sign_is_not_k(tmp_path):
+    # str.lower() folds U+212A KELVIN SIGN to "k": it must not reach our domain.
+    relay, _ = make_relay(tmp_path, domains='["kiwi.test"]')
+    assert not relay.is_ours("\u212aiwi.test")
+    assert relay.is_ours("KIWI.test")
+
+
+@pytest.mark.parametrize("bad", ["a..ü.test", "\u212aiwi.test", "xn--zz.test", ".BÜCHER.test"])
+def test_bad_idn_domain_is_a_config_error(tmp_path, bad):
+    # Refused by the one settings validator: exit 78 with file, key, reason.
+    with pytest.raises(qconfig.ConfigError, match="relay.domains: not a domain"):
+        make_relay(tmp_path, domains=f'["{bad}"]')
 
 
 def hook_session(cfg, ip, auth=None):

@@ -8,6 +8,10 @@ At `data_post`:
   `for` is only written for a single recipient (several would leak Bcc's);
   the remote host is only shown when the connection info carries one (core
   code does no DNS); IPv6 peers are written `[IPv6:...]`.
+  Every value taken from the client or from DNS (HELO name, remote host,
+  recipient) goes through `chars.escape`: no control character, U+2028/2029
+  or invalid UTF-8 is ever written raw (the engine refuses most of them
+  already; this is the last line of defence).
 - renames incoming `Authentication-Results:` headers to
   `X-Original-Authentication-Results:` (RFC 8601 5: results claimed by
   someone else must not be trusted downstream).
@@ -21,6 +25,7 @@ import re
 from typing import Any
 
 from qsmtp.plugins.api import Plugin
+from qsmtp.smtp.chars import escape
 
 _AUTH_RESULTS = re.compile(rb"(?mi)^(?=Authentication-Results[ \t]*:)")
 _RENAMED_PREFIX = b"X-Original-"
@@ -42,8 +47,8 @@ def received_value(session: Any, txn: Any, me: str, date: str | None = None) -> 
     """The Received: header value, folded with LF + tab (no final line end)."""
     ip = session.conn.peer_ip
     literal = f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
-    tcp_info = f"{session.remote_host} {literal}" if session.remote_host else literal
-    helo = session.helo_host or literal
+    tcp_info = f"{escape(session.remote_host)} {literal}" if session.remote_host else literal
+    helo = escape(session.helo_host) if session.helo_host else literal
     protocol = session.protocol
     if session.tls and session.tls_cipher:
         protocol += f" (using {session.tls_cipher})"
@@ -51,7 +56,7 @@ def received_value(session: Any, txn: Any, me: str, date: str | None = None) -> 
              f"by {me} (qsmtp) with {protocol} id {txn.id}"]
     stamp = date or email.utils.formatdate(localtime=True)
     if len(txn.recipients) == 1:
-        lines.append(f"for <{txn.recipients[0].address}>; {stamp}")
+        lines.append(f"for <{escape(txn.recipients[0].address)}>; {stamp}")
     else:
         lines[-1] += ";"
         lines.append(stamp)

@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from qsmtp.plugins.api import DENYSOFT, OK, Plugin, PluginError
+from qsmtp.smtp.chars import escape
 
 _SUBDIRS = ("tmp", "new", "cur")
 _counter = itertools.count(1)  # per process; the pid in the name tells forks apart
@@ -133,10 +134,12 @@ class QueueMaildir(Plugin):
 
 
 def envelope_headers(txn: Any) -> bytes:
-    """Return-Path, Delivered-To per recipient, then txn.added_headers (LF)."""
+    """Return-Path, Delivered-To per recipient, then txn.added_headers (LF).
+    Addresses are escaped (chars.escape): no control byte or invalid UTF-8
+    reaches the stored headers, whatever a plugin let through."""
     sender = txn.sender.address if txn.sender is not None else ""
-    lines = [f"Return-Path: <{sender}>"]
-    lines.extend(f"Delivered-To: <{rcpt.address}>" for rcpt in txn.recipients)
+    lines = [f"Return-Path: <{escape(sender)}>"]
+    lines.extend(f"Delivered-To: <{escape(rcpt.address)}>" for rcpt in txn.recipients)
     lines.extend(txn.added_headers)
     lines.append("")
     return "\n".join(lines).encode("utf-8", "surrogateescape")

@@ -14,12 +14,11 @@ Decisions at RCPT (fail closed; refusals are `550 5.7.1 Relaying denied`):
   carry a routing trick aimed at one of our domains: a local part (quoted or
   not) containing `@`, `%` or `!`, a source route (`<@ours:u@foreign>`, any
   route at all), or an address literal (`u@[192.0.2.1]`).
-Domain comparison: case-insensitive; one trailing dot (the absolute form of
-the same name) is ignored.  IDN: an ASCII recipient domain (including
-`xn--` A-labels) matches a configured domain's A-label form; a UTF-8 one
-(SMTPUTF8) matches its U-label form.  A configured IDN gets an A-label form
-only if it round-trips through the codec unchanged, so IDNA 2003 mappings
-(`straße` -> `strasse`) never make a foreign domain look like ours.
+Domain comparison (qsmtp.domains): as A-labels, under IDNA 2008, so
+`straße.test` configured matches `xn--strae-oqa.test` sent and the other way
+round; case-insensitive in ASCII; one trailing dot (the absolute form of the
+same name) is ignored.  Nothing is mapped: `strasse.test` is not
+`straße.test`, and U+212A KELVIN SIGN is not `k`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from qsmtp.plugins.api import DENY, OK, Plugin, PluginError
+from qsmtp import domains
+from qsmtp.plugins.api import DENY, OK, Plugin
 from qsmtp.plugins.builtin._dns import ip_in
 
 REFUSED = (DENY, "5.7.1 Relaying denied")
@@ -42,15 +42,8 @@ class Relay(Plugin):
     def setup(self) -> None:
         relay = self.config.relay
         self.networks = [ipaddress.ip_network(n, strict=False) for n in relay.clients]
-        self.exact: set[str] = set()
-        self.suffixes: list[str] = []  # ".example.test" entries, both forms
-        for entry in relay.domains:
-            subdomains = entry.startswith(".")
-            for form in domain_forms(entry.lstrip("."), self.name):
-                if subdomains:
-                    self.suffixes.append("." + form)
-                self.exact.add(form)
-        self.suffixes_t = tuple(self.suffixes)
+        # Already validated by settings (exit 78 for a bad entry).
+        self.domains = domains.DomainSet(relay.domains)
         self._client_ips: dict[str, bool] = {}  # peer IP -> verdict (parsing costs ~20 us)
 
     def hook_connect(self, session: Any):
@@ -81,34 +74,4 @@ class Relay(Plugin):
         return ACCEPTED if self.is_ours(rcpt.domain) else REFUSED
 
     def is_ours(self, domain: str) -> bool:
-        if domain.startswith("["):
-            return False  # address literal
-        name = domain[:-1] if domain.endswith(".") else domain
-        name = name.lower()
-        if not name or ".." in name or name.startswith(".") or name.endswith("."):
-            return False
-        return name in self.exact or name.endswith(self.suffixes_t)
-
-
-def domain_forms(domain: str, plugin: str = "relay") -> set[str]:
-    """The lower-case spellings a configured domain is matched in: itself,
-    plus its A-label (ASCII) or U-label (Unicode) twin when the IDNA codec
-    converts it both ways without changing it."""
-    name = domain.rstrip(".").lower()
-    if not name:
-        raise PluginError(plugin, "relay.domains", f"not a domain: {domain!r}")
-    forms = {name}
-    try:
-        if name.isascii():
-            unicode = name.encode("ascii").decode("idna").lower()
-            if unicode.encode("idna").decode("ascii") == name:
-                forms.add(unicode)
-        else:
-            ascii_form = name.encode("idna").decode("ascii").lower()
-            if ascii_form.encode("ascii").decode("idna") == name:
-                forms.add(ascii_form)
-    except UnicodeError:
-        if not name.isascii():
-            raise PluginError(plugin, "relay.domains",
-                              f"not a valid IDN domain: {domain!r}") from None
-    return forms
+        return domain in self.domains  # an address literal is never ours
