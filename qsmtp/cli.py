@@ -18,11 +18,11 @@ import click
 from click.core import ParameterSource
 
 from qsmtp import config as config_mod
-from qsmtp.config import EX_CONFIG, FLAG_SOURCE, ConfigError
+from qsmtp.config import FLAG_SOURCE, ConfigError
+from qsmtp.exitcodes import EX_CONFIG, EX_FAIL
 from qsmtp.settings import SETTINGS, Setting
 
 log = logging.getLogger("qsmtp")
-EX_FAIL = 1
 
 
 def version() -> str:

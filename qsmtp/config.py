@@ -1,7 +1,7 @@
 """Turn defaults, a TOML file and command-line flags into one validated Config.
 
 Every error is a ConfigError carrying the file, the key and the reason, so the
-CLI can print one line and exit 78 (EX_CONFIG) instead of a traceback.
+CLI can print one line and exit 78 (qsmtp.exitcodes.EX_CONFIG) instead of a traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ else:  # pragma: no cover
 
 from qsmtp.settings import BY_NAME, SECTIONS, SETTINGS, Setting
 
-EX_CONFIG = 78
 FLAG_SOURCE = "command line"
 # `qsmtp serve` and `qsmtpctl` without --config both use this file when it
 # exists, else the built-in defaults: they must agree on the instance.

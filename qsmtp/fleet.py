@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from qsmtp import policy
+from qsmtp.exitcodes import EX_SOFTWARE
 from qsmtp.registry import RegistryError
 from qsmtp.worker import Worker
 
@@ -24,7 +25,6 @@ log = logging.getLogger("qsmtp.supervisor")
 
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGTTIN,
            signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR2)
-EX_SOFTWARE = 70
 
 
 @dataclass

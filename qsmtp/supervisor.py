@@ -21,7 +21,8 @@ from typing import Callable
 from qsmtp import listeners as listeners_mod
 from qsmtp import pidfile, policy, systemd
 from qsmtp.config import ConfigError
-from qsmtp.fleet import EX_SOFTWARE, SIGNALS, FleetMixin, WorkerRec, _kill
+from qsmtp.exitcodes import EX_SOFTWARE
+from qsmtp.fleet import SIGNALS, FleetMixin, WorkerRec, _kill
 from qsmtp.worker import BUSY, IDLE, READY
 
 log = logging.getLogger("qsmtp.supervisor")

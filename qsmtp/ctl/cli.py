@@ -14,14 +14,15 @@ import time
 import click
 
 from qsmtp.ctl import render
-from qsmtp.ctl.common import (EX_FAIL, EX_SOFTWARE, NotRunningExit, attach, config_option,
-                              fail, pid_alive, signal_supervisor)
+from qsmtp.ctl.common import (NotRunningExit, attach, config_option, fail, pid_alive,
+                              signal_supervisor)
 from qsmtp.ctl.configcmd import config_group
 from qsmtp.ctl.importer.command import import_qpsmtpd
 from qsmtp.ctl.users import user_group
+from qsmtp.exitcodes import EX_FAIL, EX_SOFTWARE
 
 EPILOG = ("Exit codes: 0 ok, 1 not running or failed, 2 registry unreadable, "
-          "78 bad config.  Shell completion: "
+          "70 internal error, 77 not allowed to signal, 78 bad config.  Shell completion: "
           'eval "$(_QSMTPCTL_COMPLETE=bash_source qsmtpctl)" (zsh_source, fish_source).')
 
 

@@ -9,10 +9,10 @@ from typing import Any, NoReturn
 
 import click
 
-from qsmtp.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, default_path, load, peek
+from qsmtp.config import DEFAULT_PATH, Config, ConfigError, default_path, load, peek
+from qsmtp.exitcodes import EX_CONFIG, EX_FAIL, EX_NOPERM, EX_UNREADABLE
 from qsmtp.pidfile import alive as pid_alive  # noqa: F401  (ctl.cli imports it from here)
 
-EX_OK, EX_FAIL, EX_UNREADABLE, EX_NOPERM, EX_SOFTWARE = 0, 1, 2, 77, 70
 _META = "qsmtp.config"
 
 

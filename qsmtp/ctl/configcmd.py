@@ -6,8 +6,9 @@ import click
 
 from typing import Any, Mapping
 
-from qsmtp.config import EX_CONFIG, Config, ConfigError, load
+from qsmtp.config import Config, ConfigError, load
 from qsmtp.ctl.common import config_option, config_path, fail, load_config, toml_value
+from qsmtp.exitcodes import EX_CONFIG
 from qsmtp.settings import SECTIONS, SETTINGS
 
 

@@ -22,7 +22,8 @@ import tempfile
 
 import click
 
-from qsmtp.ctl.common import EX_CONFIG, EX_FAIL, config_option, fail, load_config
+from qsmtp.ctl.common import config_option, fail, load_config
+from qsmtp.exitcodes import EX_CONFIG, EX_FAIL
 from qsmtp.plugins.builtin._auth import (DEFAULT_LN, PasswdFormatError, check_user_name,
                                          hash_password, parse_passwd)
 

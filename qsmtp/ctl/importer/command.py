@@ -7,12 +7,13 @@ import tempfile
 
 import click
 
-from qsmtp.config import EX_CONFIG, ConfigError
-from qsmtp.ctl.common import EX_FAIL, fail
+from qsmtp.config import ConfigError
+from qsmtp.ctl.common import fail
 from qsmtp.ctl.importer.convert import translate
 from qsmtp.ctl.importer.model import Translation
 from qsmtp.ctl.importer.reader import MAX_FILE_BYTES, InputError
 from qsmtp.ctl.importer.writer import render
+from qsmtp.exitcodes import EX_CONFIG, EX_FAIL, EX_OK
 
 EPILOG = ("Exit codes: 0 the result is valid and nothing needs a human, 1 something "
           "needs a human (listed in the report) or FILE exists, 78 the qpsmtpd "
@@ -59,7 +60,7 @@ def import_qpsmtpd(directory: str, output: str, force: bool,
         t.ask("stdout" if output == "-" else output, f"the result does not pass `qsmtpctl config check`: {problem}")
     report = _report(t, directory, output, problem)
     click.echo(report, err=output == "-")
-    raise click.exceptions.Exit(1 if t.human else 0)
+    raise click.exceptions.Exit(EX_FAIL if t.human else EX_OK)
 
 
 def _defaults(path: str | None) -> tuple[str, str] | None:
