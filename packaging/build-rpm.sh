@@ -13,7 +13,7 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/qsmtp-rpm.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work"/{SOURCES,SPECS,BUILD,RPMS,SRPMS,src/qsmtp-$version}
+mkdir -p "$work"/{SOURCES,BUILD,RPMS,SRPMS,src/qsmtp-$version}
 tar -C "$top" -c --exclude-vcs --exclude=./.venv --exclude=./.cache --exclude=./.run \
     --exclude=./dist --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ \
     --exclude=.pytest_cache --exclude=.hypothesis --exclude=./bench \

@@ -2,11 +2,11 @@
 back off.  No I/O and no clock: the caller passes `now`, so every rule is a
 table-driven unit test.
 
-Rules (SPEC "Pool"):
+Rules (docs/REFERENCE.md "Precise rules", Pool):
 - the pool is min(children, busy + idle_children): a burst is answered at
   once (every plan spawns up to the target);
 - idle workers above the target retire once the surplus has lasted
-  RETIRE_AFTER seconds (well within the 30 s the SPEC allows), the ones idle
+  RETIRE_AFTER seconds (well within the 30 s the contract allows), the ones idle
   longest first, so a short lull between bursts does not churn processes;
 - a worker retires after a jittered child_lifetime, so workers forked
   together do not all retire together;

@@ -4,7 +4,7 @@ This table feeds the `qsmtp serve` options, TOML validation, `qsmtpctl config
 show` and the settings reference in the docs.  Adding a setting here is all it
 takes to get a config key, a flag (if `flags` is set) and validation.
 
-Range checks live here and not in click types (SPEC "Precise rules"): a value
+Range checks live here and not in click types (docs/REFERENCE.md "`qsmtp serve` flags"): a value
 that parses but is wrong must exit 78 naming the key, not 2 from click.
 """
 

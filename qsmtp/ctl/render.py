@@ -1,5 +1,5 @@
 """Registry snapshot -> what `qsmtpctl status` prints: the human screen, the
-JSON document (a stable contract, SPEC "qsmtpctl") and Prometheus text.
+JSON document (a stable contract, docs/REFERENCE.md "status --json") and Prometheus text.
 
 Pure functions of (snapshot, now) so they are unit-tested without a registry.
 """

@@ -1,7 +1,7 @@
 """Load the plugins once and run their hooks with a time budget.
 
 Order: the `[[plugins]]` entries in file order, then the implied built-ins
-(SPEC "Built-ins are implied"): `relay` when `[relay]` is in the file,
+(docs/REFERENCE.md "Built-ins are implied"): `relay` when `[relay]` is in the file,
 `headers`, then `queue/<backend>`.  A built-in the user listed explicitly runs
 where it was listed, with the user's options, and is not added a second time.
 

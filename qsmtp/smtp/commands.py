@@ -67,7 +67,7 @@ def execute(conv: "Conversation", kind: int, line: bytes) -> None:
     handler(conv, raw_arg.decode("utf-8", "surrogateescape").strip(" "))
 
 
-# Malformed lines are not unknown verbs (SPEC budgets only those), but a
+# Malformed lines are not unknown verbs (max_unrecognized budgets only those), but a
 # client that sends nothing else is a flood: it gets a budget of its own.
 MALFORMED_LINE_BUDGET = 20
 

@@ -1,6 +1,6 @@
 """Buffered socket reader: SMTP command lines and DATA framing.
 
-Line-end rules (SPEC "Precise rules", SMTP smuggling): a line ends ONLY at
+Line-end rules (docs/REFERENCE.md "Precise rules", SMTP smuggling): a line ends ONLY at
 CRLF. A lone CR or LF never ends a line; a command line containing one is
 returned as BARE (the engine answers 500 5.5.2 without executing it). DATA
 ends ONLY at a line that is exactly "." (CRLF.CRLF in the stream, or ".CRLF"

@@ -70,7 +70,7 @@ class Conversation:
         self.malformed = 0
         self.commands_seen = 0
         # Idle between commands and stopping: close now, unless a transaction
-        # is in flight (SPEC "Stop": those may finish within the grace period).
+        # is in flight (docs/REFERENCE.md "Precise rules", Stop: it may finish within the grace).
         stopping = ((lambda: control.stopping and self.session.transaction is None)
                     if control is not None else None)
         touch = control.touch if control is not None else None

@@ -36,10 +36,10 @@ def send_one(port: int) -> None:
 
 
 def test_pid_file_refuses_live_replaces_stale_removed_at_stop(serve):
-    first = serve(flags=["--pid-file", "../shared.pid"], name="a")
-    pid_file = first.dir.parent / "shared.pid"
+    first = serve(flags=["--pid-file", "../common.pid"], name="a")
+    pid_file = first.dir.parent / "common.pid"
     assert pid_file.read_text().strip() == str(first.pid)
-    second = serve(start=False, flags=["--pid-file", "../shared.pid"], name="b")
+    second = serve(start=False, flags=["--pid-file", "../common.pid"], name="b")
     result = second.run_once()
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and str(first.pid) in result.stderr

@@ -1,6 +1,6 @@
 """Shared tools of the reliability tests: the short/soak switch, a tally of
 figures for docs/RELIABILITY.md, a raw SMTP client, the reply-syntax check,
-and the maildir read-back that undoes the SPEC's storage transform.
+and the maildir read-back that undoes the storage transform (docs/REFERENCE.md "Storage").
 
 Everything here talks to real `qsmtp serve` processes over loopback.
 """
@@ -176,7 +176,7 @@ def expected_stored(message: bytes) -> bytes:
 
 
 def strip_added(stored: bytes) -> tuple[bytes, dict]:
-    """Undo the SPEC's transform: Return-Path, Delivered-To lines, one
+    """Undo the storage transform (docs/REFERENCE.md "Storage"): Return-Path, Delivered-To lines, one
     folded Received: header.  Returns (message part, what was stripped)."""
     lines = stored.split(b"\n")
     found = {"return_path": None, "delivered_to": [], "received": 0}

@@ -1,6 +1,6 @@
 """Load: many concurrent clients, mixed sizes 1 KB - 5 MB, through a fleet of
 15: every 250 is exactly one stored message with identical bytes (SHA-256
-after undoing the SPEC's storage transform), every other outcome is a 4xx the
+after undoing the maildir storage transform), every other outcome is a 4xx the
 client saw; no worker or fd leak, registry == process table, supervisor RSS
 flat.  Short: 20 clients x 20 s; soak: 50 clients x 10 min."""
 

@@ -1,6 +1,6 @@
 """A booted systemd (PID 1) in systemd-nspawn on a debootstrapped tree.
 
-Follows ../shared/notes/systemd-container.md: each boot has its own cgroup,
+Kept safe for the host: each boot has its own cgroup,
 the launcher dies with us (pdeathsig, `unshare --kill-child`), private tmpfs
 on /tmp and /run/systemd/nspawn on the host side, a hard `timeout`, and
 everything the container writes goes to RAM (--volatile=overlay).

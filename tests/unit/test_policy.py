@@ -79,7 +79,7 @@ def test_surplus_clock_resets_when_surplus_goes_away():
 
 
 def test_retire_within_30_seconds_of_burst_end():
-    """SPEC: idle workers above idle_children retire within 30 s after a burst,
+    """docs/REFERENCE.md, Pool: idle workers above idle_children retire within 30 s after a burst,
     even if the supervisor only ticks once a second."""
     cfg, surplus, now = settings(), None, 0.0
     view = pool(idle=15)

@@ -1,4 +1,4 @@
-"""Relay decisions as a table (SPEC "Relay")."""
+"""Relay decisions as a table (docs/REFERENCE.md "Precise rules", Relay)."""
 
 from __future__ import annotations
 
