@@ -44,6 +44,11 @@ SERVE_EXTRA = (
 
 # One line per `qsmtpctl status --json` field; a field without one stops the script.
 STATUS_FIELDS = {
+    "running": "true (when nothing runs: `{\"running\": false, \"reason\": ..., "
+               "\"config\": ...}` and exit 1)",
+    "config": "path of the config file the instance was started with",
+    "config_error": "while the config is invalid under socket activation (every "
+                    "connection gets 421): `file: key: reason`, else null",
     "supervisor.pid": "pid of the supervisor (`qsmtp serve`)",
     "supervisor.state": "`starting`, `running`, `reloading` or `stopping`",
     "supervisor.generation": "config generation: +1 per successful reload",
