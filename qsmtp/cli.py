@@ -107,15 +107,21 @@ def _checked(config_path: str | None, flags: dict):
     """-> (config, account): the file, the flags and the user to run as."""
     from qsmtp import privileges
 
+    from qsmtp import startpaths
+
     config = config_mod.load(config_path, flags)
-    user = config.server.user
-    if not user:
-        return config, None
-    try:
-        return config, privileges.lookup(user)
-    except KeyError:
-        source = FLAG_SOURCE if config.origin["server.user"] == "flag" else config_path
-        raise ConfigError(source, "server.user", f"no such user {user!r}") from None
+    user, account = config.server.user, None
+    if user:
+        try:
+            account = privileges.lookup(user)
+        except KeyError:
+            source = FLAG_SOURCE if config.origin["server.user"] == "flag" else config_path
+            raise ConfigError(source, "server.user", f"no such user {user!r}") from None
+    bad = startpaths.problem(config, account)
+    if bad:
+        source = FLAG_SOURCE if config.origin[bad[0]] == "flag" else config_path
+        raise ConfigError(source or FLAG_SOURCE, *bad)
+    return config, account
 
 
 def _load(config_path: str | None, flags: dict):
@@ -187,6 +193,7 @@ def _run(config_path, flags, app, socks, account) -> int:
     uid = account.uid if account else None
     gid = account.gid if account else None
     try:
+        os.makedirs(server.runtime_dir, mode=0o755, exist_ok=True)  # the pid file may go there
         if server.pid_file:
             pidfile.write(server.pid_file, uid=uid, gid=gid)
         registry = Registry.create(server.runtime_dir, server.children * 2, os.getpid(),

@@ -43,13 +43,23 @@ def check(path: str) -> None:
                            "is qsmtp already running?")
 
 
+def unusable_dir(path: str, runtime_dir: str) -> str | None:
+    """Why the pid file cannot go where asked, or None.  Its directory must
+    exist already (qsmtp creates no directory for it: a typo must not make
+    root create /nonexistent/dir), except runtime_dir, which qsmtp owns."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return None
+    if directory == os.path.abspath(runtime_dir):
+        return None  # startpaths checks that its parent exists
+    return f"directory {directory} does not exist"
+
+
 def write(path: str, pid: int | None = None, uid: int | None = None,
           gid: int | None = None) -> None:
     """Atomic replace, so a reader never sees an empty file."""
     check(path)
     pid = os.getpid() if pid is None else pid
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.{pid}.tmp"
     try:
         with open(tmp, "w") as handle:

@@ -43,3 +43,34 @@ def drop(account: Account) -> None:
     os.setresuid(account.uid, account.uid, account.uid)
     os.environ["USER"] = os.environ["LOGNAME"] = account.name
     os.environ["HOME"] = account.home
+
+
+def unwritable(account: Account, paths: list[str]) -> list[str]:
+    """The paths `account` could not write into (or, for a path not there
+    yet, could not reach: qsmtp creates those and gives them to it).  Asked
+    in a forked child that really drops to the account, so ACLs, groups and
+    read-only mounts all count; the caller keeps its privileges."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(read_end)
+            drop(account)
+            bad = [p for p in paths if not _usable(p)]
+            os.write(write_end, "\0".join(bad).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as handle:
+        answer = handle.read().decode()
+    os.waitpid(pid, 0)
+    return [p for p in answer.split("\0") if p]
+
+
+def _usable(path: str) -> bool:
+    if os.path.exists(path):
+        return os.access(path, os.W_OK | os.X_OK)
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return os.access(parent, os.X_OK)

@@ -27,6 +27,20 @@ class DbUnavailable(StateUnavailable):
     """The database could not be opened or stayed locked past the retries."""
 
 
+FILE_MODE = 0o640  # client IPs and addresses: never world-readable
+
+
+def _private_file(path: str) -> None:
+    """Create the database file (or tighten one an older version left 0644)
+    before SQLite opens it: SQLite gives its -wal/-shm files the same mode."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o007:
+            os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
 class LazyDB:
     def __init__(self, path: str, schema: str, attempts: int = 8):
         self.path, self.schema, self.attempts = path, schema, attempts
@@ -41,6 +55,7 @@ class LazyDB:
         self._conn = None
         try:
             os.makedirs(os.path.dirname(self.path) or ".", mode=0o750, exist_ok=True)
+            _private_file(self.path)
             conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")

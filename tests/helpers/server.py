@@ -129,7 +129,8 @@ class Server:
         self.log_path = self.dir / "qsmtp.log"
         self.config_path = self.dir / "qsmtp.toml"
         keys = {"me": "mx.test", "children": 4, "idle_children": 2, "grace": 5,
-                "timeout": 30, "runtime_dir": str(self.runtime_dir)}
+                "timeout": 30, "runtime_dir": str(self.runtime_dir),
+                "state_dir": str(self.dir / "state")}  # never the host's /var/lib
         keys.update(server_keys)
         self.write_config(keys, extra_toml)
         self.proc: subprocess.Popen | None = None

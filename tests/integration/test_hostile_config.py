@@ -26,3 +26,37 @@ def test_huge_children_is_one_line_78_and_allocates_nothing(serve, value):
     srv = serve(start=False, flags=["--children", value])
     line = _refused(srv, key="server.children")
     assert "must be between 1 and 4096" in line
+
+
+def test_pid_file_in_missing_directory_is_78_and_creates_nothing(serve):
+    missing = Path(serve(start=False, name="p").dir) / "nonexistent"
+    srv = serve(start=False, name="s", flags=["--pid-file", str(missing / "dir" / "x.pid")])
+    line = _refused(srv, key="server.pid_file")
+    assert f"{missing / 'dir'} does not exist" in line
+    assert not missing.exists()
+
+
+@pytest.fixture
+def nobody_base():
+    # pytest's tmp dirs are root-only (0700): this one must be reachable by nobody
+    base = Path(tempfile.mkdtemp(prefix="qsmtp-paths-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("which", ["maildir", "state_dir"])
+def test_user_who_cannot_write_a_path_is_refused_naming_both(serve, nobody_base, which):
+    target = nobody_base / which
+    for sub in ("", "tmp", "new", "cur"):
+        (target / sub).mkdir(exist_ok=True)
+        (target / sub).chmod(0o755)  # root's: nobody may read, not write
+    keys = {"state_dir": str(target)} if which == "state_dir" else {}
+    srv = serve(start=False, name=str(nobody_base / "s"), flags=["--user", "nobody"],
+                **keys)
+    if which == "maildir":
+        text = srv.config_path.read_text().replace(str(srv.maildir), str(target))
+        srv.config_path.write_text(text)
+    key = "queue.path" if which == "maildir" else "server.state_dir"
+    line = _refused(srv, key=key)
+    assert f"{target} is not writable by user nobody" in line
