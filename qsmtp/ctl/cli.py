@@ -18,6 +18,7 @@ from qsmtp.ctl.common import (NotRunningExit, attach, config_option, fail, pid_a
                               signal_supervisor)
 from qsmtp.ctl.configcmd import config_group
 from qsmtp.ctl.importer.command import import_qpsmtpd
+from qsmtp.ctl.metrics import metrics_http
 from qsmtp.ctl.users import user_group
 from qsmtp.exitcodes import EX_FAIL, EX_SOFTWARE
 
@@ -35,6 +36,7 @@ def cli() -> None:
 cli.add_command(config_group)
 cli.add_command(user_group)
 cli.add_command(import_qpsmtpd)
+cli.add_command(metrics_http)
 
 
 def _read(registry):

@@ -38,6 +38,8 @@ def test_deb_contents_and_conffile(built_deb):
     for path in ("./etc/qsmtp/qsmtp.toml", "./lib/systemd/system/qsmtp.service",
                  "./lib/systemd/system/qsmtp.socket",
                  "./lib/systemd/system/qsmtp-submission.socket",
+                 "./lib/systemd/system/qsmtp-metrics.socket",
+                 "./lib/systemd/system/qsmtp-metrics@.service",
                  "./usr/lib/sysusers.d/qsmtp.conf", "./usr/lib/tmpfiles.d/qsmtp.conf",
                  "./usr/bin/qsmtp", "./usr/bin/qsmtpctl",
                  "./usr/lib/python3/dist-packages/qsmtp/cli.py",
@@ -64,7 +66,8 @@ def test_deb_enables_the_socket_not_the_service(built_deb):
     assert not re.search(r"restart 'qsmtp.socket'", postinst)
     assert "systemd-sysusers" in postinst and "systemd-tmpfiles" in postinst
     prerm = _script(built_deb, "prerm")
-    assert "stop qsmtp.socket qsmtp-submission.socket qsmtp.service" in prerm
+    assert "stop qsmtp.socket qsmtp-submission.socket qsmtp-metrics.socket qsmtp.service" \
+        in prerm
     assert "stop 'qsmtp.socket'" in prerm
     depends = sh("dpkg-deb", "-f", built_deb, "Depends")
     for pkg in ("python3-click", "python3-systemd", "python3-sysv-ipc",
@@ -78,6 +81,8 @@ def test_rpm_files(built_rpm):
                  "/usr/lib/systemd/system/qsmtp.service",
                  "/usr/lib/systemd/system/qsmtp.socket",
                  "/usr/lib/systemd/system/qsmtp-submission.socket",
+                 "/usr/lib/systemd/system/qsmtp-metrics.socket",
+                 "/usr/lib/systemd/system/qsmtp-metrics@.service",
                  "/usr/lib/sysusers.d/qsmtp.conf", "/usr/lib/tmpfiles.d/qsmtp.conf",
                  "/var/spool/qsmtp", "/var/lib/qsmtp",
                  "/usr/share/man/man8/qsmtpctl.8"):
@@ -96,6 +101,7 @@ def test_rpm_scriptlets(built_rpm):
     assert "systemd-tmpfiles --create qsmtp.conf" in post
     assert "systemctl --no-reload preset qsmtp.socket" in post
     assert "qsmtp.service" not in post, "the service is never enabled"
-    assert "disable --now qsmtp.socket qsmtp-submission.socket qsmtp.service" in preun
+    assert ("disable --now qsmtp.socket qsmtp-submission.socket qsmtp-metrics.socket "
+            "qsmtp.service") in preun
     assert "try-restart qsmtp.service" in postun
     assert "try-restart qsmtp.socket" not in postun
