@@ -13,7 +13,7 @@ import time
 
 import click
 
-from qsmtp.ctl import render
+from qsmtp.ctl import cluster, render
 from qsmtp.ctl.common import (NotRunningExit, attach, config_option, fail, pid_alive,
                               signal_supervisor)
 from qsmtp.ctl.configcmd import config_group
@@ -59,6 +59,7 @@ def _snapshot_or_exit():
         raise NotRunningExit(f"qsmtp is not running (stale registry at {registry.path}: "
                              f"supervisor pid {pid} is gone)", settings)
     snap["published"] = registry.published()
+    snap["cluster"] = cluster.view(settings["path"], render.peers(snap))
     return settings, registry, snap
 
 
@@ -103,6 +104,7 @@ def status(as_json: bool, fmt: str, watch: float | None) -> None:
                 fail(f"qsmtp stopped (registry at {registry.path} is gone)", EX_FAIL)
             snap = _read(registry)
             snap["published"] = registry.published()
+            snap["cluster"] = cluster.view(_settings["path"], render.peers(snap))
     except KeyboardInterrupt:
         click.echo("")
     finally:

@@ -10,6 +10,8 @@ import json
 from collections import Counter
 from typing import Any
 
+from qsmtp.ctl.cluster import lines as cluster_lines
+
 TOP_PEERS = 5
 
 
@@ -75,6 +77,7 @@ def as_json(snap: dict[str, Any], now: float) -> dict[str, Any]:
         "pool": pool_counts(snap),
         "workers": workers,
         "peers": peers(snap),
+        "cluster": snap.get("cluster"),  # qsmtp/ctl/cluster.py; None without Redis
         "consistent": snap["consistent"],
     }
 
@@ -116,6 +119,7 @@ def human(snap: dict[str, Any], now: float) -> str:
     top = list(peers(snap).items())[:TOP_PEERS]
     if top:
         lines += ["", "top clients: " + ", ".join(f"{ip} ({n})" for ip, n in top)]
+    lines += cluster_lines(snap.get("cluster"))
     return "\n".join(lines)
 
 

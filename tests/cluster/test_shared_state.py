@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import pathlib
 import smtplib
 import subprocess
@@ -139,6 +140,7 @@ def test_d_one_client_gets_exactly_the_cluster_limit(state_cluster):
     assert {srv.host for srv, (_, line) in zip(spread, opened)
             if line.startswith(b"421")} != {spread[0].host}  # refusals on several hosts
     assert c.view(ip)["sessions"] == N
+    _status_shows_the_cluster(c, ip)
     for sock, _ in opened:
         sock.close()
     wait_for(lambda: c.view(ip)["sessions"] == 0, 10, what="sessions given back")
@@ -153,6 +155,25 @@ def test_d_one_client_gets_exactly_the_cluster_limit(state_cluster):
     assert sum(line.startswith(b"220") for line in lines) == N, lines
     assert sum(line.startswith(b"421 4.7.0") for line in lines) == 2 * N
     assert c.view(ip)["connections"] == 2 * N
+
+
+def _status_shows_the_cluster(c, ip: str) -> None:
+    """`qsmtpctl status` on each host: its own sessions from the client next
+    to the cluster's count."""
+    here = []
+    for srv in c.hosts:
+        res = subprocess.run([QSMTPCTL, "--config", str(srv.config_path), "status", "--json"],
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        view = doc["cluster"]["peers"].get(ip, {"here": 0, "sessions": N})
+        assert view["sessions"] == N and view["here"] == doc["peers"].get(ip, 0)
+        here.append(view["here"])
+    assert sum(here) == N
+    busy = max(range(len(here)), key=here.__getitem__)
+    text = subprocess.run([QSMTPCTL, "--config", str(c.hosts[busy].config_path), "status"],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert f"{ip}: {here[busy]} here, {N} on all hosts" in text, text
 
 
 # -- (e) -------------------------------------------------------------------------

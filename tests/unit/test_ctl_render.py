@@ -128,3 +128,15 @@ def test_pool_max_falls_back_to_slots():
     snap = snapshot([], children=0)
     snap["pool"]["slots"] = 8
     assert render.pool_counts(snap)["max"] == 8
+
+
+def test_cluster_view_lines():
+    from qsmtp.ctl.cluster import lines
+
+    assert lines(None) == []  # no Redis: nothing added
+    down = lines({"store": "redis://10.0.0.5:6379/0", "error": "refused", "peers": {}})
+    assert down[-1] == "cluster view (redis://10.0.0.5:6379/0): unavailable: refused"
+    up = lines({"store": "redis://r/0", "error": None, "peers": {
+        "192.0.2.7": {"here": 1, "sessions": 3, "connections": 9, "recipients": 20}}})
+    assert up[-1] == ("  192.0.2.7: 1 here, 3 on all hosts, 9 connections and 20 "
+                      "recipients in the rate windows")
