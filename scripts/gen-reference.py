@@ -80,6 +80,11 @@ STATUS_FIELDS = {
     "workers[].heartbeat_age": "seconds since the worker last showed life",
     "workers[].started": "when the worker was forked (Unix seconds)",
     "peers": "client IP -> concurrent sessions, most first",
+    "cluster": "null unless `[state] backend = \"redis\"`; else `store` (URL without "
+               "password), `error` (null, or why Redis could not be read) and `peers`: "
+               "client IP connected here -> `here` (sessions on this host), `sessions` "
+               "(on all hosts), `connections`, `recipients` (inside the `limit` plugin's "
+               "rate windows)",
     "consistent": "false when the registry was read without its lock and kept changing "
                   "(the numbers may be off by one session)",
 }
