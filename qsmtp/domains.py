@@ -71,20 +71,19 @@ def _label_to_ascii(label: str) -> str:
         raise DomainError(f"not a valid IDNA 2008 label {label!r}: {exc}") from None
 
 
-def to_unicode(domain: str) -> str:
-    """The U-label form of a domain already in A-label form (for display)."""
-    try:
-        return idna.decode(domain)
-    except (idna.IDNAError, UnicodeError):
-        return domain
-
-
-def is_ascii_form_of(domain: str, ascii_name: str) -> bool:
-    """`domain` (any form) is the domain `ascii_name` (A-label form)."""
-    try:
-        return to_ascii(domain) == ascii_name
-    except DomainError:
-        return False
+def lookup_name(name: str) -> str:
+    """The DNS name to query for `name`: its non-ASCII labels as IDNA 2008
+    A-labels, ASCII labels as they are (service labels such as `_dmarc` and
+    reversed IPs are DNS names, not host names). Never the IDNA 2003 mapping
+    DNS libraries apply to Unicode names (`weiß` -> `weiss`).
+    Raises DomainError for a label IDNA 2008 refuses."""
+    if name.isascii():
+        return name
+    labels = name.split(".")
+    for index, label in enumerate(labels):
+        if not label.isascii():
+            labels[index] = _label_to_ascii(label.translate(_ASCII_LOWER))
+    return ".".join(labels)
 
 
 class DomainSet:

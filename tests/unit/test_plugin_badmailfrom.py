@@ -52,3 +52,32 @@ def test_action_and_file(tmp_path):
 def test_bad_options(opts):
     with pytest.raises(PluginError):
         Badmailfrom(CONFIG, "badmailfrom", opts)
+
+
+@pytest.mark.parametrize("entry, sender", [
+    ("@straße.test", "u@xn--strae-oqa.test"),  # U-label listed, A-label sent
+    ("@xn--strae-oqa.test", "u@straße.test"),  # and the other way round
+    ("jörg@XN--Strae-OQA.test", "Jörg@straße.test"),
+    ("@[192.0.2.1]", "u@[192.0.2.1]"),
+])
+def test_idn_entries_match_both_forms(entry, sender):
+    assert verdict(sender, entries=[entry], patterns=[])[0] is Result.DENY
+
+
+@pytest.mark.parametrize("entry, sender", [
+    ("@straße.test", "u@strasse.test"),  # no IDNA 2003 mapping
+    ("@kiwi.test", "u@\u212aiwi.test"),  # KELVIN SIGN is not "k" (and not valid)
+])
+def test_look_alikes_do_not_match(entry, sender):
+    assert verdict(sender, entries=[entry], patterns=[]) is None
+
+
+def test_pattern_sees_the_a_label_too():
+    assert verdict("u@straße.test", entries=[], patterns=[r"@xn--strae-oqa\.test$"])[0] \
+        is Result.DENY
+
+
+@pytest.mark.parametrize("entry", ["@\u212aiwi.test", "u@xn--zz.test", "@a..test"])
+def test_entry_outside_idna2008_is_a_load_error(entry):
+    with pytest.raises(PluginError, match="entries"):
+        Badmailfrom(CONFIG, "badmailfrom", {"entries": [entry]})

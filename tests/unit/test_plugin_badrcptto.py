@@ -41,3 +41,15 @@ def test_naughty_action_flags_only():
 def test_bad_message_placeholder():
     with pytest.raises(PluginError):
         Badrcptto(CONFIG, "badrcptto", {"message": "{nope}"})
+
+
+@pytest.mark.parametrize("entry, rcpt, refused", [
+    ("@bücher.test", "a@xn--bcher-kva.test", True),  # U-label listed, A-label sent
+    ("x@xn--bcher-kva.test", "X@bücher.test", True),  # and the other way round
+    ("@kiwi.test", "a@\u212aiwi.test", False),  # KELVIN SIGN: not a look-alike match
+    ("@straße.test", "a@strasse.test", False),  # no IDNA 2003 mapping
+])
+def test_idn_entries(entry, rcpt, refused):
+    p = Badrcptto(CONFIG, "badrcptto", {"entries": [entry]})
+    result = p.hook_rcpt(make_session(CONFIG), addr(rcpt), {})
+    assert (result is not None and result[0] is Result.DENY) is refused

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from qsmtp import domains
 from qsmtp.plugins.api import Option, PluginError
 
 DNS_OPTIONS = {
@@ -72,6 +73,10 @@ def query(resolver: Any, name: str, rdtype: str) -> list[str]:
     import dns.exception
     import dns.name
     import dns.resolver
+    try:  # A-labels under IDNA 2008; dnspython would apply IDNA 2003 to Unicode
+        name = domains.lookup_name(name)
+    except domains.DomainError:
+        return []  # no such name can exist
     try:
         answer = resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -190,7 +195,11 @@ def parse_zones(plugin_name: str, entries: list, default_action: str,
         message = entry.get("message")
         if message is not None and not isinstance(message, str):
             raise PluginError(plugin_name, "zones", f"{entry['zone']}: message must be text")
-        zones.append(Zone(entry["zone"].strip(".").lower(), action, match, message))
+        try:
+            zone = domains.to_ascii(entry["zone"].strip("."))
+        except domains.DomainError as exc:
+            raise PluginError(plugin_name, "zones", f"{entry['zone']}: {exc}") from None
+        zones.append(Zone(zone, action, match, message))
     return zones
 
 

@@ -3,7 +3,11 @@
 Entries (case-insensitive): `user@domain` (exact address), `@domain` (every
 address at that domain), each optionally followed by a space and the reply
 text for it; `patterns` are regular expressions (Python `re`, searched in
-the address), optionally followed by a space/tab and the reply text.  The
+the address as sent and in its A-label form), optionally followed by a
+space/tab and the reply text.  Domains are compared as IDNA 2008 A-labels
+(qsmtp.domains): `@straße.test` lists `u@xn--strae-oqa.test` too, and the
+other way round; an entry whose domain is not valid IDNA 2008 is a load
+error (exit 78).  The
 sender is checked at MAIL and refused at RCPT (so the log line carries the
 recipient, as qpsmtpd did); the null sender `<>` is never matched.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from qsmtp import domains
 from qsmtp.plugins.api import Option, Plugin, PluginError
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
 
@@ -62,24 +67,33 @@ class AddressList:
         if not line or line.startswith("#"):
             return
         key, _, message = line.partition(" ")
-        key = key.lower()
-        if key.startswith("@") and len(key) > 1:
-            self.domains[key[1:].rstrip(".")] = message.strip() or None
-        elif "@" in key:
-            self.exact[key] = message.strip() or None
-        else:
+        local, at, domain = key.rpartition("@")
+        if not at or not domain:
             raise PluginError(plugin, "entries", f"{key!r}: want user@domain or @domain")
+        try:  # an address literal ([192.0.2.1]) is kept as written
+            domain = domain.lower() if domain.startswith("[") else domains.to_ascii(domain)
+        except domains.DomainError as exc:
+            raise PluginError(plugin, "entries", f"{key!r}: {exc}") from None
+        if local:
+            self.exact[f"{local.lower()}@{domain}"] = message.strip() or None
+        else:
+            self.domains[domain] = message.strip() or None
 
-    def match(self, address: str) -> tuple[bool, str | None]:
-        """(matched, entry's own message)."""
-        address = address.lower()
-        if address in self.exact:
-            return True, self.exact[address]
-        domain = address.rpartition("@")[2].rstrip(".")
-        if "@" in address and domain in self.domains:
-            return True, self.domains[domain]
+    def match(self, address: Any) -> tuple[bool, str | None]:
+        """(matched, entry's own message) for an `Address`."""
+        try:
+            domain = address.ascii_domain
+        except domains.DomainError:  # not from parse_path: nothing listed matches it
+            domain = None
+        if domain is not None:
+            key = f"{address.local.lower()}@{domain}"
+            if key in self.exact:
+                return True, self.exact[key]
+            if domain in self.domains:
+                return True, self.domains[domain]
+        forms = {address.address, key} if domain is not None else {address.address}
         for regex, message in self.patterns:
-            if regex.search(address):
+            if any(regex.search(form) for form in forms):
                 return True, message
         return False, None
 
@@ -102,7 +116,7 @@ class Badmailfrom(Plugin):
     def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
         if sender is None or sender.is_null or session.transaction is None:
             return None
-        matched, message = self.list.match(sender.address)
+        matched, message = self.list.match(sender)
         if matched:
             session.transaction.notes["badmailfrom"] = message or self.opts.message
             self.log.info("session %s: sender %s is in badmailfrom", session.id, sender)

@@ -3,7 +3,8 @@
 Same entry syntax as badmailfrom: `user@domain [message]` (exact),
 `@domain [message]` (every address there), and `patterns` (regular
 expressions searched in the address, e.g. `%` or `!` routing tricks,
-`[message]` after a space/tab).  Case-insensitive.  Refused at RCPT with
+`[message]` after a space/tab).  Case-insensitive; domains compared as
+IDNA 2008 A-labels, as in badmailfrom.  Refused at RCPT with
 `550 5.7.1 mail to <rcpt> not accepted here` (or the entry's message).
 
 Options:
@@ -45,7 +46,7 @@ class Badrcptto(Plugin):
             raise PluginError(self.name, "message", f"bad placeholder: {exc}") from None
 
     def hook_rcpt(self, session: Any, recipient: Any, params: Any) -> Any:
-        matched, message = self.list.match(recipient.address)
+        matched, message = self.list.match(recipient)
         if not matched:
             return None
         text = message or self.opts.message.format(rcpt=recipient.address)

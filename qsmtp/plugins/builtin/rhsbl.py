@@ -15,6 +15,11 @@ Options:
 - `message` (default `{what} {domain} is listed in {zone}{txt}`): reply text.
 - `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
 
+Domains are looked up and compared as IDNA 2008 A-labels (qsmtp.domains):
+`weiß.test` is asked as `xn--wei-7ka.test.<zone>`, never as `weiss.test`; an
+`allow` entry matches in either form; a HELO name that is not a valid domain
+is not looked up.
+
 qpsmtpd mapping: config/rhsbl_zones (`zone message`) -> `zones`
 (`{zone=..., message=...}`); config/rhsbl_allow -> `allow`; `reject` +
 `reject_type` -> `action`.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qsmtp import domains
 from qsmtp.plugins.api import Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
@@ -45,11 +51,12 @@ class Rhsbl(Plugin):
         if not self.opts.zones:
             raise PluginError(self.name, "zones", "at least one zone is required")
         self.zones = _dns.parse_zones(self.name, self.opts.zones, self.opts.action, ACTIONS)
-        self.allow = [str(d).strip(".").lower() for d in self.opts.allow]
+        try:
+            self.allow = domains.DomainSet((str(d).strip(".") for d in self.opts.allow),
+                                           subdomains=True)
+        except domains.DomainError as exc:
+            raise PluginError(self.name, "allow", str(exc)) from None
         self.resolver = _dns.make_resolver(self)
-
-    def allowed(self, domain: str) -> bool:
-        return any(domain == a or domain.endswith("." + a) for a in self.allow)
 
     def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
         if trusted(session) or session.relay_client or session.auth_user:
@@ -59,9 +66,12 @@ class Rhsbl(Plugin):
             candidates.append(("Sender domain", sender.domain))
         if self.opts.check_helo and session.helo_host and "." in session.helo_host:
             candidates.append(("HELO name", session.helo_host.strip("[]")))
-        for what, domain in candidates:
-            domain = domain.strip(".").lower()
-            if self.allowed(domain):
+        for what, name in candidates:
+            try:
+                domain = domains.to_ascii(name)
+            except domains.DomainError:
+                continue  # not a domain (a junk HELO): nothing to look up
+            if domain in self.allow:
                 continue
             listing = _dns.check_zones(self.resolver, domain, self.zones, self.log)
             if listing is not None:
