@@ -261,6 +261,9 @@ def test_f_redis_stopped_mid_load(state_cluster, tmp_path, redis):
     assert ids == sorted(f"{ip}.{n}@client.test".encode() for ip, n in accepted)  # no loss, no dup
     during = [code for *_, code in log[outage_start:]]
     assert all(code == 250 or 400 <= code < 500 for code in during)
+    print(f"\n(f) {len(accepted)} messages accepted, {len(stored)} stored; during the "
+          f"outage: {during.count(250)} accepted, {len(during) - during.count(250)} 4xx "
+          f"(retried); 4xx in the whole run: {sum(code != 250 for *_, code in log)}")
     logs = "".join(srv.log() for srv in c.hosts)
     assert "store unavailable" in logs and "Traceback" not in logs
     assert auth(c.hosts[2], "127.0.0.76", PASSWORD)[0] == 235  # back to normal
