@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import click
-
 from typing import Any, Mapping
+
+import click
 
 from qsmtp.config import Config, ConfigError, load
 from qsmtp.ctl.common import config_option, config_path, fail, load_config, toml_value

@@ -20,7 +20,8 @@ EPILOG = ("Exit codes: 0 the result is valid and nothing needs a human, 1 someth
           "directory or a file it includes cannot be read (nothing is written).")
 
 
-@click.command("import-qpsmtpd", epilog=EPILOG)
+@click.command("import-qpsmtpd", epilog=EPILOG,
+               short_help="Turn a qpsmtpd config directory into a checked qsmtp.toml.")
 @click.argument("directory", metavar="DIR")
 @click.option("-o", "--output", metavar="FILE", default="qsmtp.toml", show_default=True,
               help="Where to write the qsmtp config; '-' prints it on stdout "
@@ -46,6 +47,11 @@ def import_qpsmtpd(directory: str, output: str, force: bool,
     carried over, what was dropped and why, and what needs a human (such as
     flat_auth_pw passwords: re-enter them with `qsmtpctl user add`).
     An existing FILE is only replaced with --force.
+
+    \b
+    Example:
+      qsmtpctl import-qpsmtpd /etc/qpsmtpd -o /etc/qsmtp/qsmtp.toml \\
+          --defaults /etc/default/qpsmtpd
     """
     if output != "-" and os.path.lexists(output) and not force:
         fail(f"qsmtpctl: {output} exists: not overwritten (use --force)", EX_FAIL)
