@@ -13,17 +13,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from helpers import as_user
 from reltools import TALLY, Raw, code
 
-QSMTPCTL = os.path.join(os.path.dirname(sys.executable), "qsmtpctl")
-OTHER = ["setpriv", "--reuid", "daemon", "--regid", "daemon", "--clear-groups"]
-OPERATOR = ["setpriv", "--reuid", "daemon", "--regid", "daemon", "--groups", "nogroup"]
+OTHER = as_user.setpriv("daemon", "daemon")
+OPERATOR = as_user.setpriv("daemon", "daemon", groups="nogroup")
 ATTACH = ("import sys, sysv_ipc\n"
           "try:\n"
           "    sysv_ipc.attach(int(sys.argv[1]), flags=int(sys.argv[2])).read(8)\n"
@@ -41,9 +40,9 @@ def base():
     shutil.rmtree(where, ignore_errors=True)
 
 
-def as_user(prefix: list[str], *cmd: str) -> subprocess.CompletedProcess:
+def run_as(prefix: list[str], *cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "HOME": "/"})
+                          env=as_user.env())
 
 
 def test_worker_confined_registry_private(fleet, base):
@@ -81,18 +80,19 @@ def test_worker_confined_registry_private(fleet, base):
             mode, uid = int(fields[2]) & 0o777, int(fields[7])
             assert mode & 0o026 == 0 and uid == 65534, (oct(mode), uid)
     ro, rw = "4096", "0"  # SHM_RDONLY, writable
-    assert as_user(OTHER, sys.executable, "-c", ATTACH, str(shm_id), ro).stdout.strip() \
+    assert run_as(OTHER, *as_user.python(), "-c", ATTACH, str(shm_id), ro).stdout.strip() \
         == "denied"
-    assert as_user(OPERATOR, sys.executable, "-c", ATTACH, str(shm_id), rw).stdout.strip() \
+    assert run_as(OPERATOR, *as_user.python(), "-c", ATTACH, str(shm_id), rw).stdout.strip() \
         == "denied"
-    assert as_user(OPERATOR, sys.executable, "-c", ATTACH, str(shm_id), ro).stdout.strip() \
+    assert run_as(OPERATOR, *as_user.python(), "-c", ATTACH, str(shm_id), ro).stdout.strip() \
         == "attached"
 
     # qsmtpctl: the operator group reads it, others get one clear line, exit 2
-    ok = as_user(OPERATOR, QSMTPCTL, "status", "--json", "--config", str(srv.config_path))
+    ok = run_as(OPERATOR, *as_user.qsmtpctl(), "status", "--json",
+                "--config", str(srv.config_path))
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["supervisor"]["pid"] == srv.pid
-    refused = as_user(OTHER, QSMTPCTL, "status", "--config", str(srv.config_path))
+    refused = run_as(OTHER, *as_user.qsmtpctl(), "status", "--config", str(srv.config_path))
     assert refused.returncode == 2, (refused.stdout, refused.stderr)
     assert refused.stderr.strip().endswith("permission denied (join group nogroup)"), \
         refused.stderr

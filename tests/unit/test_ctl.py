@@ -15,6 +15,7 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
+from helpers import as_user
 from qsmtp.ctl.cli import cli, main
 from qsmtp.registry import Registry
 from test_registry import runtime_dir, sysv_guard  # noqa: F401 - fixtures
@@ -42,10 +43,10 @@ def run_dir(conf_path: str) -> str:
 
 
 def ctl(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
-    prefix = ["setpriv", "--reuid", user, "--regid", "nogroup", "--clear-groups"] \
-        if user else []
-    return subprocess.run([*prefix, QSMTPCTL, *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "HOME": "/"})
+    # As another user: from a copy that user can read (the checkout may not be).
+    argv = [*as_user.setpriv(user, "nogroup"), *as_user.qsmtpctl()] if user else [QSMTPCTL]
+    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60,
+                          env=as_user.env() if user else {**os.environ, "HOME": "/"})
 
 
 # ---- config ----------------------------------------------------------------------

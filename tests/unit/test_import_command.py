@@ -17,6 +17,7 @@ import tomllib
 import pytest
 from click.testing import CliRunner
 
+from helpers import as_user
 from qsmtp.ctl.cli import cli
 
 DEBIAN = "/etc/qpsmtpd"
@@ -117,13 +118,13 @@ def test_permission_denied_as_a_user(open_tmp):
     if os.geteuid() == 0:  # root reads mode-000 files: run as nobody
         owner = pwd.getpwnam("root").pw_uid
         os.chown(directory / "badmailfrom", owner, 0)
-        user = [shutil.which("setpriv"), "--reuid=nobody", "--regid=nogroup",
-                "--clear-groups"]
+        # from a copy nobody can read: the checkout may be in a 0700 directory
+        argv, env = [*as_user.setpriv("nobody", "nogroup"), *as_user.qsmtpctl()], as_user.env()
     else:
-        user = []
-    result = subprocess.run(user + [QSMTPCTL, "import-qpsmtpd", str(directory),
+        argv, env = [QSMTPCTL], None
+    result = subprocess.run(argv + ["import-qpsmtpd", str(directory),
                                     "-o", str(open_tmp / "out.toml")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 78, result.stderr
     assert result.stderr.strip() == (f"qsmtpctl: cannot import {directory}: "
                                      f"{directory}/badmailfrom: Permission denied")

@@ -7,19 +7,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 import sysv_ipc
 
+from helpers import as_user
 from qsmtp import registry as regmod
 from qsmtp import registry_layout as layout
 from qsmtp.registry import (NotRunning, Registry, RegistryError, RegistryPermissionError,
                             normalise_peer)
 
-PYTHON = sys.executable
 
 
 # ---- leak guard (also used by test_ctl*.py) --------------------------------------
@@ -446,9 +445,8 @@ def test_lock_cost(runtime_dir, sysv_guard, capsys, slots):
 
 # ---- permissions -----------------------------------------------------------------
 def _as_nobody(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
-         PYTHON, "-c", code], capture_output=True, text=True, timeout=30)
+    return subprocess.run([*as_user.setpriv("nobody", "nogroup"), *as_user.python(), "-c", code],
+                          capture_output=True, text=True, timeout=30, env=as_user.env())
 
 
 def test_reader_without_group_gets_permission_error_naming_group(reg):
