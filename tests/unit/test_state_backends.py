@@ -166,3 +166,11 @@ def test_redis_client_is_made_again_after_fork(redis_server):
 
 def test_password_is_not_logged():
     assert redis_backend.where("redis://:s3cret@10.0.0.5:6380/2") == "redis://10.0.0.5:6380/2"
+
+
+@pytest.mark.parametrize("key,value", [("state.backend", "memcached"),
+                                       ("state.url", "http://10.0.0.5:6379")])
+def test_bad_state_settings_are_refused(key, value):
+    from qsmtp.config import ConfigError, load
+    with pytest.raises(ConfigError, match=key):
+        load(None, {key: value})
