@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.haproxy import PrivateHAProxy
+from helpers.haproxy import PrivateHAProxy, render
 from helpers.postfix import PrivatePostfix
 from helpers.server import Server, ServerPool, free_port
 
@@ -31,20 +31,15 @@ HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 BALANCER = "127.0.0.10"
 FRONTEND_HOST = "127.0.0.1"
 CLIENTS = "127.0.0.{}"   # client n sends from 127.0.0.(101 + n)
+HOST_TOML = Path(__file__).resolve().parents[2] / "etc" / "scale-out" / "qsmtp-host.toml"
 
-# What each host adds to its config (docs/SCALE-OUT.md shows the same).
-HOST_TOML = """
-[proxy]
-protocol = "v2"
-trusted = ["{balancer}/32"]
 
-[queue]
-backend = "smtp"
-upstream = "127.0.0.1:{postfix_port}"
 
-[relay]
-domains = ["example.test"]
-"""
+def host_toml(postfix_port: int) -> str:
+    """The shipped etc/scale-out/qsmtp-host.toml with private addresses."""
+    return render(HOST_TOML.read_text(), {
+        '"10.0.0.10/32"': f'"{BALANCER}/32"',
+        '"10.0.0.20:25"': f'"127.0.0.1:{postfix_port}"'})
 
 
 class Cluster:
@@ -56,7 +51,7 @@ class Cluster:
         self.addresses: list[tuple[str, int]] = []
         for index, ip in enumerate(HOSTS, 1):
             port = free_port(ip)
-            toml = HOST_TOML.format(balancer=BALANCER, postfix_port=postfix.port) + extra_toml
+            toml = host_toml(postfix.port) + extra_toml
             self.hosts.append(pool.make(name=f"mx{index}", start=False, base=base,
                                         me=f"mx{index}.cluster.test",
                                         listen=[f"{ip}:{port}"], extra_toml=toml, **keys))
