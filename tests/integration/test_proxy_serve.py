@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from helpers.dns_server import DnsServer
 from helpers.server import free_port, read_line, wait_for
 from qsmtp.proxy import build_v2
 
@@ -137,3 +138,24 @@ def test_proxy_section_needs_trusted(serve):
     result = srv.run_once()
     assert result.returncode == 78
     assert "proxy.trusted" in result.stderr + result.stdout
+
+
+def test_dns_plugins_look_up_the_proxied_client(serve):
+    """dnsbl at connect: the proxied 192.0.2.7 is listed and refused, the
+    balancer's own address (127.0.0.2) is never looked up."""
+    records = {"7.2.0.192.bl.test": {"A": ["127.0.0.2"], "TXT": ["listed"]},
+               "2.0.0.127.bl.test": {"A": ["127.0.0.2"]}}
+    with DnsServer(records) as dns:
+        toml = PROXY_TOML + (f'\n[[plugins]]\nname = "dnsbl"\nzones = ["bl.test"]\n'
+                             f'stage = "connect"\nnameservers = ["{dns.host}"]\n'
+                             f'dns_port = {dns.port}\n')
+        srv = serve(extra_toml=toml)
+        listed, reply = proxied(srv.port, v2_from("192.0.2.7", srv.port))
+        assert reply.startswith(b"554") and b"192.0.2.7" in reply
+        clean, reply = proxied(srv.port, v2_from("192.0.2.8", srv.port))
+        assert reply.startswith(b"220 ")
+        for s in (listed, clean):
+            s.close()
+        asked = {name for name, _, _ in dns.queries}
+        assert {"7.2.0.192.bl.test", "8.2.0.192.bl.test"} <= asked
+        assert not any(name.endswith("0.0.127.bl.test") for name in asked)
