@@ -119,6 +119,11 @@ class Connection:
             return fn(self.client())
         except redis.RedisError as exc:
             raise RedisUnavailable(f"{self.where}: {exc}") from None
+        except BaseException:
+            # Interrupted mid-call (hook time budget, AbortSession): a reply may
+            # be half read on a pooled socket; the next call starts afresh.
+            self._client = None
+            raise
 
     def script(self, source: str, keys: list[str], args: list[Any]) -> Any:
         def call(client: redis.Redis) -> Any:

@@ -157,6 +157,26 @@ def test_d_one_client_gets_exactly_the_cluster_limit(state_cluster):
     assert c.view(ip)["connections"] == 2 * N
 
 
+def test_d_through_haproxy(cluster, redis):
+    """The same limit behind the shipped HAProxy (send-proxy-v2, leastconn):
+    the client address the hosts count is the one from the PROXY header."""
+    c = cluster(extra_toml=f'[state]\nbackend = "redis"\nurl = "{redis.url}"\n'
+                           f'[[plugins]]\nname = "limit"\nconcurrency = {N}\n')
+    ip, before = "127.0.0.120", c.forwarded()
+    with ThreadPoolExecutor(3 * N) as pool:
+        opened = list(pool.map(lambda _: connect(c.frontend[1], c.frontend[0], source=ip,
+                                                 timeout=20), range(3 * N)))
+    lines = [line for _, line in opened]
+    assert sum(line.startswith(b"220") for line in lines) == N, lines
+    assert sum(line.startswith(b"421 4.7.0") for line in lines) == 2 * N, lines
+    config = qconfig.load(str(c.hosts[0].config_path))
+    assert cluster_view(config, [ip], time.time())[ip]["sessions"] == N
+    spread = [after - before.get(name, 0) for name, after in c.forwarded().items()]
+    assert sum(n > 0 for n in spread) >= 2, spread  # the balancer used several hosts
+    for sock, _ in opened:
+        sock.close()
+
+
 def _status_shows_the_cluster(c, ip: str) -> None:
     """`qsmtpctl status` on each host: its own sessions from the client next
     to the cluster's count."""

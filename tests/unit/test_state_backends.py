@@ -174,3 +174,16 @@ def test_bad_state_settings_are_refused(key, value):
     from qsmtp.config import ConfigError, load
     with pytest.raises(ConfigError, match=key):
         load(None, {key: value})
+
+
+def test_redis_call_interrupted_mid_reply_starts_afresh(redis_server):
+    conn = redis_backend.Connection(redis_server.url)
+    first = conn.client()
+
+    def interrupted(client):
+        client.ping()
+        raise KeyboardInterrupt  # as a hook's time budget would, mid-exchange
+
+    with pytest.raises(KeyboardInterrupt):
+        conn.run(interrupted)
+    assert conn.client() is not first and conn.run(lambda c: c.ping()) is True
