@@ -180,6 +180,11 @@ class Worker:
         except (BlockingIOError, InterruptedError):
             return None  # another worker was faster: fine
         except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                # The supervisor shut a self-bound listener down (stop): the
+                # socket no longer accepts, so this worker is done.
+                self.stop = True
+                return None
             if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EMFILE,
                              errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 log.warning("accept failed: %s", exc)
