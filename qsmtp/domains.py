@@ -71,6 +71,17 @@ def _label_to_ascii(label: str) -> str:
         raise DomainError(f"not a valid IDNA 2008 label {label!r}: {exc}") from None
 
 
+def comparable(domain: str) -> str:
+    """`to_ascii(domain)`, or for a name IDNA 2008 refuses, the name with only
+    ASCII letters lower-cased and one trailing dot dropped: never equal to a
+    valid domain's A-label form (no `str.lower()`, which folds U+212A to "k")."""
+    try:
+        return to_ascii(domain)
+    except DomainError:
+        name = domain[:-1] if domain.endswith(".") else domain
+        return name.translate(_ASCII_LOWER)
+
+
 def lookup_name(name: str) -> str:
     """The DNS name to query for `name`: its non-ASCII labels as IDNA 2008
     A-labels, ASCII labels as they are (service labels such as `_dmarc` and

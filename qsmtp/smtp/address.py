@@ -64,10 +64,12 @@ class Address:
     @property
     def ascii_domain(self) -> str | None:
         """The domain in A-label form (lower case, no trailing dot): the form
-        domains are compared and looked up in. Literals are kept as sent."""
+        domains are compared and looked up in. Literals are kept as sent; a
+        domain IDNA 2008 refuses (only in an Address not made by parse_path)
+        gets a form no valid domain has (`domains.comparable`)."""
         if self.domain is None or self.domain.startswith("["):
             return self.domain
-        return domains.to_ascii(self.domain)
+        return domains.comparable(self.domain)
 
     def __str__(self) -> str:
         return self.address

@@ -50,3 +50,9 @@ def test_domain_set_subdomains_and_bad_entries():
     assert "mx.xn--wei-7ka.test" in allow and "weiss.test" not in allow
     with pytest.raises(DomainError, match="KELVIN|212a|iwi"):
         DomainSet(["\u212aiwi.test"])
+
+
+def test_comparable_never_folds_a_look_alike():
+    from qsmtp.domains import comparable
+    assert comparable("STRAßE.test.") == "xn--strae-oqa.test"
+    assert comparable("\u212aIWI.test") == "\u212aiwi.test"  # not "kiwi.test"

@@ -92,6 +92,15 @@ def test_exemptions(grey):
     assert rcpt(p, ip="203.0.113.1") is not None
 
 
+def test_whitelists_compare_domains_as_a_labels(grey):
+    p = grey(whitelist_senders=["@kiwi.test", "@straße.test"],
+             whitelist_rcpts=["abuse@xn--bcher-kva.test"])
+    assert rcpt(p, ip="203.0.113.1", sender="x@xn--strae-oqa.test") is None
+    assert rcpt(p, ip="203.0.113.1", to="abuse@bücher.test") is None
+    # U+212A KELVIN SIGN folds to "k" under str.lower(): no whitelist bypass.
+    assert rcpt(p, ip="203.0.113.2", sender="x@\u212aiwi.test") is not None
+
+
 def test_modes_and_deny_late(grey):
     assert rcpt(grey(mode="testonly")) is None
     assert rcpt(grey(mode="off", db_path="/nonexistent/dir/x.sqlite")) is None

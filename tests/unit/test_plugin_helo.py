@@ -88,3 +88,36 @@ def test_bad_options(dns):
                  {"bad_helo_patterns": ["("]}):
         with pytest.raises(PluginError):
             Helo(CONFIG, "helo", {**dns.options(), **opts})
+
+
+@pytest.mark.parametrize("bad, name", [
+    ("straße.test", "xn--strae-oqa.test"),  # U-label listed, A-label sent
+    ("xn--strae-oqa.test", "STRAßE.test"),  # and the other way round
+])
+def test_bad_helo_matches_both_forms(dns, bad, name):
+    assert helo(dns, name, bad_helo=[bad])[0] == "bad_helo"
+
+
+def test_bad_helo_is_no_look_alike(dns):
+    assert helo(dns, "strasse.test", bad_helo=["straße.test"])[0] is None
+
+
+def test_claims_us_in_the_other_form(dns):
+    cfg = qconfig.load(None, {"server.me": "mx.bücher.test"})
+    p = Helo(cfg, "helo", dns.options())
+    sess = make_session(cfg, ip="192.0.2.7")
+    assert p.hook_ehlo(sess, "MX.xn--bcher-kva.test") is not None
+    assert sess.notes["helo_failed"] == "claims_us"
+
+
+@pytest.mark.parametrize("name, failed", [
+    ("\u212aiwi.test", "is_not_fqdn"),  # KELVIN SIGN: not a domain under IDNA 2008
+    ("xn--zz.test", "is_not_fqdn"),  # fake A-label
+])
+def test_idna2008_names_under_rfc(dns, name, failed):
+    assert helo(dns, name, policy="rfc", skip=["no_forward_dns", "no_reverse_dns"])[0] == failed
+
+
+def test_bad_helo_entry_outside_idna2008_is_a_load_error(dns):
+    with pytest.raises(PluginError, match="bad_helo"):
+        Helo(CONFIG, "helo", {"bad_helo": ["\u212aiwi.test"], **dns.options()})

@@ -31,6 +31,8 @@ dangling.test. MX 10 nowhere.test.
 txtonly.test. TXT "hello"
 backup.test. MX 10 broken.test.
 backup.test. MX 20 mail.mx.test.
+xn--wei-7ka.test. MX 10 mail.mx.test.
+kiwi.test.   MX 10 mail.mx.test.
 """
 
 
@@ -75,3 +77,18 @@ def test_invalid_networks_option(dns):
     assert mail(dns, "a@loop.test", invalid_networks=[]) is None
     with pytest.raises(PluginError):
         mail(dns, "a@mx.test", invalid_networks=["bogus"])
+
+
+def test_idn_sender_domain_is_asked_as_its_a_label(dns):
+    # weiß.test is xn--wei-7ka.test under IDNA 2008; IDNA 2003 asked weiss.test.
+    assert mail(dns, "a@weiß.test") is None
+    asked = {name for name, _, _ in dns.queries}
+    assert "xn--wei-7ka.test" in asked and "weiss.test" not in asked
+
+
+def test_look_alike_does_not_borrow_the_real_domains_dns(dns):
+    # U+212A KELVIN SIGN: UTS #46 (dnspython's default with idna installed)
+    # maps it to "k" and would ask kiwi.test; IDNA 2008 refuses the name.
+    result = mail(dns, "a@\u212aiwi.test")
+    assert result is not None and result[0] is Result.DENY
+    assert "kiwi.test" not in {name for name, _, _ in dns.queries}

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from qsmtp import domains
 from qsmtp.plugins.api import Option, PluginError
 
 AUTHRES_OPTIONS = {
@@ -113,11 +114,8 @@ def from_domain_of(headers: Any) -> str:
     addresses = [a for a in email.utils.getaddresses(values) if a[1]]
     if len(values) != 1 or len(addresses) != 1 or "@" not in addresses[0][1]:
         return ""
-    domain = addresses[0][1].rpartition("@")[2].lower().strip().rstrip(".")
-    try:  # an internationalised (RFC 6532) domain is looked up as A-labels
-        return domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
-        return domain
+    # An (RFC 6532) domain is looked up and aligned as its IDNA 2008 A-label.
+    return domains.comparable(addresses[0][1].rpartition("@")[2].strip())
 
 
 def _utf8(value: Any) -> str:
@@ -179,7 +177,7 @@ class PublicSuffixList:
     def org_domain(self, domain: str) -> str:
         """The organisational domain: public suffix + one label. A domain
         that is itself a public suffix is its own organisational domain."""
-        domain = domain.lower().rstrip(".")
+        domain = domains.comparable(domain)
         labels = domain.split(".")
         n = self.public_suffix_len(labels)
         if n >= len(labels):
@@ -187,15 +185,14 @@ class PublicSuffixList:
         return ".".join(labels[-(n + 1):])
 
     def aligned(self, one: str, two: str, strict: bool) -> bool:
-        one, two = one.lower().rstrip("."), two.lower().rstrip(".")
+        one, two = domains.comparable(one), domains.comparable(two)
         if strict or one == two:
             return one == two
         return self.org_domain(one) == self.org_domain(two)
 
 
 def _to_ascii(rule: str) -> str:
-    try:
-        return ".".join(label if label == "*" else label.encode("idna").decode("ascii")
-                        for label in rule.split("."))
-    except UnicodeError:
+    try:  # IDNA 2008 A-labels; "*" and "!" rules are ASCII and kept
+        return domains.lookup_name(rule)
+    except domains.DomainError:
         return rule

@@ -81,10 +81,7 @@ class AddressList:
 
     def match(self, address: Any) -> tuple[bool, str | None]:
         """(matched, entry's own message) for an `Address`."""
-        try:
-            domain = address.ascii_domain
-        except domains.DomainError:  # not from parse_path: nothing listed matches it
-            domain = None
+        domain = address.ascii_domain
         if domain is not None:
             key = f"{address.local.lower()}@{domain}"
             if key in self.exact:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qsmtp import domains
 from qsmtp.plugins.api import Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin._sender_auth import (AUTHRES_OPTIONS, DkimVerdict, add_result,
@@ -104,7 +105,11 @@ class Dkim(Plugin):
         except (UnparsableKeyError, ValueError, IndexError) as exc:
             raise PluginError(self.name, "sign", f"{entry['key']}: not an RSA private key "
                               f"in PEM ({exc})") from None
-        return {"domain": entry["domain"].lower().rstrip("."), "selector": entry["selector"],
+        try:  # compared with the From: domain as IDNA 2008 A-labels
+            domain = domains.to_ascii(entry["domain"])
+        except domains.DomainError as exc:
+            raise PluginError(self.name, "sign", f"{entry['domain']}: {exc}") from None
+        return {"domain": domain, "selector": entry["selector"],
                 "pem": pem}
 
     def hook_data_post(self, session: Any) -> Any:

@@ -52,6 +52,7 @@ from typing import Any
 
 from qsmtp.plugins.api import DENYSOFT, Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
+from qsmtp.plugins.builtin.badmailfrom import AddressList
 from qsmtp.state import GreyRules, StateUnavailable, grey_store, sqlite_path
 from qsmtp.plugins.builtin.naughty import trusted
 
@@ -90,8 +91,9 @@ class Greylisting(Plugin):
         if not (o.remote_ip or o.sender or o.recipient):
             raise PluginError(self.name, "remote_ip", "the key needs at least one part")
         self.nets = _dns.parse_networks(self.name, "whitelist_ips", o.whitelist_ips)
-        self.senders = {str(s).lower() for s in o.whitelist_senders}
-        self.rcpts = {str(r).lower() for r in o.whitelist_rcpts}
+        # Domains compared as IDNA 2008 A-labels, as in badmailfrom.
+        self.senders = AddressList(self.name, o.whitelist_senders, [])
+        self.rcpts = AddressList(self.name, o.whitelist_rcpts, [])
         self.rules = GreyRules(o.black_timeout, o.grey_timeout, o.white_timeout)
         self.store = grey_store(self.config, sqlite_path(
             self.config, o.db_path, "greylisting.sqlite"))
@@ -133,9 +135,9 @@ class Greylisting(Plugin):
                 or session.auth_user or _dns.ip_in(session.conn.peer_ip, self.nets)):
             return True
         sender = session.transaction.sender if session.transaction else None
-        if sender is not None and _listed(sender.address, self.senders):
+        if sender is not None and self.senders.match(sender)[0]:
             return True
-        return _listed(recipient.address, self.rcpts)
+        return self.rcpts.match(recipient)[0]
 
     def hook_rcpt(self, session: Any, recipient: Any, params: Any) -> Any:
         if self.exempt(session, recipient):
@@ -162,7 +164,3 @@ class Greylisting(Plugin):
             return DENYSOFT, MESSAGE
         return None
 
-
-def _listed(address: str, entries: set[str]) -> bool:
-    address = address.lower()
-    return address in entries or ("@" + address.rpartition("@")[2]) in entries

@@ -24,6 +24,11 @@ Options:
 - `message` (default `Invalid HELO/EHLO {helo}: {check}`).
 - `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
 
+Names are compared as IDNA 2008 A-labels (qsmtp.domains): a `bad_helo`
+entry, `server.me` and the PTR names match the HELO name in either form; a
+HELO name IDNA 2008 refuses (U+212A KELVIN SIGN, a fake `xn--` label) is
+not a FQDN. A `bad_helo` entry that is not a domain is a load error.
+
 qpsmtpd mapping: `helo policy lenient|rfc|strict` -> `policy`;
 config/badhelo -> `bad_helo` (regex lines -> `bad_helo_patterns`);
 `reject 0|1|naughty` + `reject_type` -> `action`.
@@ -35,6 +40,7 @@ import ipaddress
 import re
 from typing import Any
 
+from qsmtp import domains
 from qsmtp.plugins.api import Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
@@ -46,7 +52,14 @@ LEVELS = {
     "strict": ("no_matching_dns",),
 }
 ALL_CHECKS = tuple(c for level in LEVELS.values() for c in level)
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.I)
+
+
+def _ascii_name(helo: str) -> str | None:
+    """The HELO name in A-label form; None when it is not a domain."""
+    try:
+        return domains.to_ascii(helo)
+    except domains.DomainError:
+        return None
 
 
 def _literal(helo: str) -> str | None:
@@ -92,7 +105,17 @@ class Helo(Plugin):
             self.checks += [c for c in checks if c not in self.opts.skip]
             if level == self.opts.policy:
                 break
-        self.bad = {str(b).lower().rstrip(".") for b in self.opts.bad_helo}
+        self.bad = set()
+        for entry in self.opts.bad_helo:
+            entry = str(entry)
+            if _literal(entry) is not None:
+                self.bad.add(entry.lower())
+                continue
+            name = _ascii_name(entry)
+            if name is None:
+                raise PluginError(self.name, "bad_helo", f"{entry!r} is not a domain "
+                                  "(IDNA 2008) or an address literal")
+            self.bad.add(name)
         try:
             self.patterns = [re.compile(p, re.I) for p in self.opts.bad_helo_patterns]
         except re.error as exc:
@@ -123,11 +146,13 @@ class Helo(Plugin):
 
     # -- the checks: True means the HELO fails ------------------------------
     def bad_helo(self, session: Any, helo: str) -> bool:
-        return (helo.lower().rstrip(".") in self.bad
-                or any(p.search(helo) for p in self.patterns))
+        name = helo.lower() if _literal(helo) is not None else _ascii_name(helo)
+        forms = {helo, name} if name else {helo}
+        return (name in self.bad
+                or any(p.search(form) for p in self.patterns for form in forms))
 
     def invalid_localhost(self, session: Any, helo: str) -> bool:
-        if helo.lower().rstrip(".") not in ("localhost", "localhost.localdomain") and \
+        if _ascii_name(helo) not in ("localhost", "localhost.localdomain") and \
                 _literal(helo) not in ("127.0.0.1", "::1"):
             return False
         return not ipaddress.ip_address(session.conn.peer_ip).is_loopback
@@ -146,7 +171,8 @@ class Helo(Plugin):
         if literal:
             return _same_ip(literal, session.conn.local_ip)
         me = getattr(getattr(self.config, "server", None), "me", "") or ""
-        return bool(me) and helo.lower().rstrip(".") == me.lower().rstrip(".")
+        name = _ascii_name(helo)
+        return bool(me) and name is not None and name == _ascii_name(me)
 
     def is_forged_literal(self, session: Any, helo: str) -> bool:
         literal = _literal(helo)
@@ -157,9 +183,11 @@ class Helo(Plugin):
     def is_not_fqdn(self, session: Any, helo: str) -> bool:
         if _literal(helo) is not None:
             return False  # literals are judged by the literal checks
-        labels = helo.rstrip(".").split(".")
-        return len(labels) < 2 or not all(_LABEL.match(label) for label in labels) \
-            or labels[-1].isdigit()
+        name = _ascii_name(helo)
+        if name is None:
+            return True  # not a domain under IDNA 2008
+        labels = name.split(".")
+        return len(labels) < 2 or labels[-1].isdigit()
 
     def no_forward_dns(self, session: Any, helo: str) -> bool:
         if _literal(helo) is not None:
@@ -172,7 +200,7 @@ class Helo(Plugin):
     def no_matching_dns(self, session: Any, helo: str) -> bool:
         if _literal(helo) is not None:
             return False
-        name = helo.lower().rstrip(".")
+        name = _ascii_name(helo)
         if any(_same_ip(a, session.conn.peer_ip) for a in self._forward(session, helo)):
             return False
         return name not in self._reverse(session)

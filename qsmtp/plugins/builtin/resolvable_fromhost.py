@@ -76,7 +76,7 @@ class ResolvableFromhost(Plugin):
         if (sender is None or sender.is_null or not sender.domain or trusted(session)
                 or session.relay_client or session.auth_user):
             return None
-        domain = sender.domain.rstrip(".").lower()
+        domain = sender.ascii_domain  # IDNA 2008 A-label (qsmtp.domains)
         if domain.startswith("["):
             return None
         try:

@@ -43,6 +43,7 @@ import contextvars
 import time
 from typing import Any
 
+from qsmtp import domains
 from qsmtp.plugins.api import Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin._sender_auth import (AUTHRES_OPTIONS, SpfVerdict, add_result,
@@ -105,10 +106,12 @@ class Spf(Plugin):
         txn = session.transaction
         if skipped(session) or txn is None:
             return None
-        address = sender.address if sender is not None and sender.domain else ""
+        # The domain is evaluated as its IDNA 2008 A-label (qsmtp.domains).
+        address = f"{sender.local}@{sender.ascii_domain}" \
+            if sender is not None and sender.domain else ""
         helo = session.helo_host or ""
         query, result, explanation = self.check(session.conn.peer_ip, address, helo)
-        domain = (sender.domain if address else helo).lower()
+        domain = sender.ascii_domain if address else domains.comparable(helo)
         verdict = SpfVerdict(result, domain, query.ident, explanation,
                              _received_spf(query, result))
         txn.notes["spf"] = verdict
@@ -172,6 +175,10 @@ def _lookup(spf_module: Any, resolver: Any, name: str, qtype: str, left: float) 
     import dns.exception
     import dns.rdatatype
     import dns.resolver
+    try:  # A-labels under IDNA 2008, not dnspython's IDNA 2003 for Unicode names
+        name = domains.lookup_name(name)
+    except domains.DomainError:
+        return []
     try:
         answer = resolver.resolve(name, qtype, search=False, raise_on_no_answer=False,
                                   lifetime=min(resolver.lifetime, left))
