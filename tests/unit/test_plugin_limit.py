@@ -143,7 +143,9 @@ def test_parse_rate(text, expected):
 @pytest.mark.parametrize("opts", [{"connection_rate": "30"}, {"recipient_rate": "0/60s"},
                                   {"connection_rate": "3/0s"}, {"concurrency": -1},
                                   {"lease": 0}, {"whitelist_ips": ["x"]},
-                                  {"recipient_rate": "3/60y"}])
+                                  {"recipient_rate": "3/60y"}, {"concurrency": 100_001},
+                                  {"connection_rate": "100001/1s"},
+                                  {"connection_rate": "1/8d"}, {"lease": 86401}])
 def test_bad_options(opts):
     with pytest.raises(PluginError):
         Limit(qconfig.load(None, {}), "limit", opts)

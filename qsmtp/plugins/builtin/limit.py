@@ -22,6 +22,10 @@ per-host check) stays the fast first gate in front of this plugin.
   whole host dies, its sessions stop counting after `lease` seconds at most.
 - `whitelist_ips` (CIDR list): clients never limited.
 
+Bounds: `concurrency` and N at most 100000, T at most 7 days, `lease` at
+most 86400 (each accepted connection or RCPT is stored until its window
+ends).
+
 The windows slide (each accepted connection or recipient counts for exactly
 T seconds), and every check is one atomic step in the store, so concurrent
 workers on several hosts never let more through than the limit.
@@ -54,6 +58,9 @@ from qsmtp.state.clientlimits import CONNECTIONS, RECIPIENTS, SESSIONS, stores
 
 RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smhd]?)\s*$")
 UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Upper bounds: every accepted connection / RCPT is one stored member until
+# its window ends, so N bounds the memory one client IP can take.
+MAX_COUNT, MAX_WINDOW, MAX_LEASE = 100_000, 7 * 86400, 86400
 NOTE = "limit_member"  # session.notes: our member in the sessions set
 
 
@@ -64,7 +71,11 @@ def parse_rate(plugin: str, key: str, text: str) -> tuple[int, int] | None:
     match = RATE.match(text)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
         raise PluginError(plugin, key, f'must be "N/T" like "30/60s" (got {text!r})')
-    return int(match[1]), int(match[2]) * UNIT[match[3]]
+    count, window = int(match[1]), int(match[2]) * UNIT[match[3]]
+    if count > MAX_COUNT or window > MAX_WINDOW:
+        raise PluginError(plugin, key, f"N must be at most {MAX_COUNT} and T at most "
+                                       f"{MAX_WINDOW // 86400}d (got {text!r})")
+    return count, window
 
 
 class Limit(Plugin):
@@ -79,10 +90,10 @@ class Limit(Plugin):
     }
 
     def setup(self) -> None:
-        if self.opts.concurrency < 0:
-            raise PluginError(self.name, "concurrency", "must be >= 0")
-        if self.opts.lease < 1:
-            raise PluginError(self.name, "lease", "must be at least 1")
+        if not 0 <= self.opts.concurrency <= MAX_COUNT:
+            raise PluginError(self.name, "concurrency", f"must be 0..{MAX_COUNT}")
+        if not 1 <= self.opts.lease <= MAX_LEASE:
+            raise PluginError(self.name, "lease", f"must be 1..{MAX_LEASE}")
         self.conn_rate = parse_rate(self.name, "connection_rate", self.opts.connection_rate)
         self.rcpt_rate = parse_rate(self.name, "recipient_rate", self.opts.recipient_rate)
         self.nets = _dns.parse_networks(self.name, "whitelist_ips", self.opts.whitelist_ips)
