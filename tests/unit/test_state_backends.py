@@ -187,3 +187,18 @@ def test_redis_call_interrupted_mid_reply_starts_afresh(redis_server):
     with pytest.raises(KeyboardInterrupt):
         conn.run(interrupted)
     assert conn.client() is not first and conn.run(lambda c: c.ping()) is True
+
+
+def test_hung_redis_costs_a_bounded_wait(tmp_path):
+    import signal
+
+    with RedisServer(tmp_path) as server:
+        store = redis_backend.RedisLeases(redis_backend.Connection(server.url), "hung")
+        assert store.count("ip", T0) == 0  # connected
+        server.proc.send_signal(signal.SIGSTOP)  # hung, not gone: cleanup sends CONT
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable):
+            store.acquire("ip", "a", T0, T0 + 1)
+        assert time.monotonic() - started < 2 * redis_backend.TIMEOUT + 0.5
+        server.proc.send_signal(signal.SIGCONT)
+        assert store.acquire("ip", "b", T0, T0 + 1)[0]  # recovers by itself
