@@ -34,6 +34,9 @@ class MessageBody:
         self._body_size = 0
         self._threshold = spool_threshold
         self._spool_dir = spool_dir
+        # The OSError that stopped spooling (temp disk full, EIO): the body is
+        # then incomplete and the engine answers 451 4.3.0 instead of queueing.
+        self.spool_error: OSError | None = None
 
     # -- writing (engine) --------------------------------------------------
     def write(self, data: bytes) -> bool:
@@ -79,15 +82,21 @@ class MessageBody:
         if not data:
             return
         self._body_size += len(data)
-        if self._file is not None:
-            self._file.write(data)
-            return
-        self._chunks.append(data)
-        self._mem += len(data)
-        if self._mem > self._threshold:
-            self._file = tempfile.TemporaryFile(prefix="qsmtp-", dir=self._spool_dir)
-            self._file.writelines(self._chunks)
-            self._chunks, self._mem = [], 0
+        if self.spool_error is not None:
+            return  # only counted: the message is refused anyway
+        try:
+            if self._file is not None:
+                self._file.write(data)
+                return
+            self._chunks.append(data)
+            self._mem += len(data)
+            if self._mem > self._threshold:
+                self._file = tempfile.TemporaryFile(prefix="qsmtp-", dir=self._spool_dir)
+                self._file.writelines(self._chunks)
+                self._chunks, self._mem = [], 0
+        except OSError as exc:
+            self.spool_error = exc
+            self.close()
 
     # -- reading (plugins) -------------------------------------------------
     @property

@@ -19,6 +19,7 @@ GO_AHEAD = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 BARE_IN_DATA = Reply(554, "5.6.0", "Message contains bare CR or LF; not accepted")
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 NO_QUEUE = Reply(451, "4.3.0", "No queue accepted the message, try again later")
+NO_SPOOL = Reply(451, "4.3.0", "Local error in processing, try again later")
 
 
 # -- DATA ----------------------------------------------------------------------
@@ -64,6 +65,11 @@ def _verdict(conv: "Conversation", status: DataStatus, early: list[Reply]) -> Re
         return BARE_IN_DATA
     if status.too_big:
         return TOO_BIG
+    spool_error = conv.session.transaction.body.spool_error
+    if spool_error is not None:
+        log.error("session %s: cannot spool the message to the temp dir: %s",
+                  conv.session.id, spool_error)
+        return NO_SPOOL
     if early:
         return early[0]
     for hook in ("data_post", "queue_pre"):
