@@ -19,7 +19,16 @@ SUMMARY = {
     "qsmtp": "pre-forking, socket-activated SMTP server",
     "qsmtpctl": "status and control of a running qsmtp instance",
 }
-SEE_ALSO = ".BR qsmtp (8), .BR qsmtpctl (8), .BR systemd.socket (5)"
+SEE_ALSO = (("qsmtp", 8), ("qsmtpctl", 8), ("systemctl", 1), ("systemd.socket", 5),
+            ("journalctl", 1))
+
+
+def see_also(name: str) -> list[str]:
+    """One `.BR page (n),` request per line (a request must start a line),
+    never the page itself."""
+    refs = [(page, section) for page, section in SEE_ALSO if page != name]
+    return [f".BR {page} ({section})" + ("," if i < len(refs) - 1 else "")
+            for i, (page, section) in enumerate(refs)]
 
 
 def roff(text: str) -> str:
@@ -57,7 +66,8 @@ def page(name: str, root: click.Command) -> str:
         ctx = _context(command, path)
         out += [".SS " + roff(" ".join(path)), ".nf", roff(command.get_help(ctx)), ".fi"]
     out += [".SH FILES", "/etc/qsmtp/qsmtp.toml, /run/qsmtp/registry, "
-            "/var/spool/qsmtp/maildir", ".SH SEE ALSO", SEE_ALSO]
+            "/var/spool/qsmtp/maildir", ".SH SEE ALSO", *see_also(name),
+            ".PP", "The README and the architecture notes: /usr/share/doc/qsmtp/."]
     return "\n".join(out) + "\n"
 
 

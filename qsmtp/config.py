@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from qsmtp.settings import BY_NAME, SECTIONS, SETTINGS, Setting
+from qsmtp.settings import BY_NAME, SECTIONS, SETTINGS, Setting, host_fqdn
 
 FLAG_SOURCE = "command line"
 # `qsmtp serve` and `qsmtpctl` without --config both use this file when it
@@ -169,6 +169,8 @@ def load(path: str | None = None, flags: Mapping[str, Any] | None = None) -> Con
     if present.get("proxy") and not values["proxy.trusted"]:
         raise ConfigError(path or FLAG_SOURCE, "proxy.trusted",
                           "required when [proxy] is set (the balancers' networks)")
+    if not values["server.me"]:
+        values["server.me"] = host_fqdn()
     return Config(values=values, origin=origin, plugins=plugins, path=path,
                   sections=present)
 

@@ -1,24 +1,79 @@
 """Logging setup: the journal with QSMTP_* fields under systemd, else stderr
-with sd-daemon `<N>` priority prefixes (which systemd also understands when
-stderr is a plain pipe).
+(with sd-daemon `<N>` priority prefixes only when systemd reads that stderr;
+a terminal gets plain `qsmtp[pid]: warning: ...` lines).
 
-Structured fields travel as logging `extra=`: peer, service, worker, txn.
-The journal handler turns them into QSMTP_PEER, QSMTP_SERVICE, ...; the
-stderr formatter ignores them (they are in the message text already).
+Structured fields travel as logging `extra=` (peer, service, worker, txn,
+queue_id, session) or come from the session context the engine binds for
+the duration of a connection (`bind`/`unbind`), so every line of a session
+carries QSMTP_SESSION (and QSMTP_TXN while a transaction is open). The
+journal handler turns them into QSMTP_PEER, QSMTP_TXN, QSMTP_QUEUE_ID, ...
+
+Every text that reaches a handler passes `escape` here, in one place: a
+client's control bytes, invalid UTF-8, U+2028 or bidi overrides in a HELO
+or address never reach a terminal tailing the log, or the journal, raw.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 
 from qsmtp import systemd
 
-FIELDS = ("peer", "service", "worker", "txn")
+FIELDS = ("peer", "service", "worker", "session", "txn", "queue_id")
 
 # logging level -> syslog priority (sd-daemon(3) prefixes)
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
              logging.INFO: 6, logging.DEBUG: 7}
+
+# C0 and C1 controls, DEL, line/paragraph separators, bidi controls, and lone
+# surrogates (what surrogateescape makes of invalid UTF-8).
+_HOSTILE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e"
+                      "\u2066-\u2069\ud800-\udfff]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+# The session a worker is serving now (one at a time): merged into every
+# record's journal fields.
+_context: dict[str, str] = {}
+
+
+def _escape_one(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"  # the invalid byte itself
+    if code < 0x100:
+        return _SHORT.get(char) or f"\\x{code:02x}"
+    return f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """Make `text` safe for one log line: hostile characters as \\xNN / \\uNNNN."""
+    return _HOSTILE.sub(_escape_one, text)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 worker', '2 workers'."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+def bind(**fields: object) -> None:
+    """Add fields to the session context (None removes one)."""
+    for name, value in fields.items():
+        if value is None:
+            _context.pop(name, None)
+        else:
+            _context[name] = str(value)
+
+
+def unbind() -> None:
+    """The session is over: forget its fields (the process role stays)."""
+    role = _context.get("role")
+    _context.clear()
+    if role:
+        _context["role"] = role
 
 
 def priority(levelno: int) -> int:
@@ -28,26 +83,55 @@ def priority(levelno: int) -> int:
     return 7
 
 
-class PrefixFormatter(logging.Formatter):
-    """`<6>qsmtp[1234]: message`; a traceback stays on following lines, each
-    with the same prefix so journald/grep keep them together."""
+class EscapingFormatter(logging.Formatter):
+    """The message escaped whole (a newline in it cannot forge a line); a
+    traceback keeps its line structure, each line escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:
+        return "\n".join(escape(line) for line in super().formatException(ei).split("\n"))
+
+
+class PrefixFormatter(EscapingFormatter):
+    """`<6>qsmtp[1234]: message` for systemd reading our stderr; a traceback
+    stays on following lines, each with the same prefix so journald/grep
+    keep them together."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         prefix = f"<{priority(record.levelno)}>"
-        if "\n" not in text and "\r" not in text:
+        if "\n" not in text:
             return prefix + text  # the usual one-line record
-        return "\n".join(prefix + line for line in text.splitlines() or [""])
+        return "\n".join(prefix + line for line in text.split("\n"))
+
+
+class TerminalFormatter(EscapingFormatter):
+    """`qsmtp[1234]: warning: message` (Postfix's style); INFO unlabelled."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if record.levelno != logging.INFO:
+            record.message = f"{record.levelname.lower()}: {record.message}"
+        return super().formatMessage(record)
 
 
 class FieldsFilter(logging.Filter):
-    """extra={'peer': ...} -> QSMTP_PEER=... for the journal handler."""
+    """extra={'peer': ...} and the session context -> QSMTP_PEER=... for the
+    journal handler; no `None` fields reach the journal."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        fields = record.__dict__
         for name in FIELDS:
-            value = record.__dict__.get(name)
+            value = fields.get(name)
+            if value is None:
+                value = _context.get(name)
             if value is not None:
-                record.__dict__[f"QSMTP_{name.upper()}"] = str(value)
+                fields[f"QSMTP_{name.upper()}"] = escape(str(value))
+        # python-systemd sends these unconditionally; logThreads and
+        # logMultiprocessing are off (cheaper), so name what we are instead.
+        record.threadName = "MainThread"
+        record.processName = _context.get("role", "qsmtp")
         return True
 
 
@@ -55,6 +139,11 @@ def level_for(debug: bool, quiet: bool) -> int:
     if debug:
         return logging.DEBUG
     return logging.WARNING if quiet else logging.INFO
+
+
+def under_systemd() -> bool:
+    """Started by systemd (its stderr goes to the journal or a log pipe)."""
+    return bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"))
 
 
 def setup(debug: bool = False, quiet: bool = False, force_stderr: bool = False) -> None:
@@ -66,10 +155,11 @@ def setup(debug: bool = False, quiet: bool = False, force_stderr: bool = False) 
     if not force_stderr and systemd.journal_stream_matches(2):
         handler = systemd.journal_handler("qsmtp")
         handler.addFilter(FieldsFilter())
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(EscapingFormatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(PrefixFormatter("qsmtp[%(process)d]: %(message)s"))
+        cls = PrefixFormatter if under_systemd() else TerminalFormatter
+        handler.setFormatter(cls("qsmtp[%(process)d]: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level_for(debug, quiet))
     # Cheap when a level is off: isEnabledFor is cached per logger, and

@@ -70,6 +70,19 @@ def one_of(*choices: str) -> Check:
     return check
 
 
+def host_fqdn() -> str:
+    """Postfix's myhostname rule: the FQDN of gethostname(), or the short
+    name + ".localdomain" when no fully-qualified name is known."""
+    import socket
+
+    name = socket.gethostname()
+    if "." not in name:
+        name = socket.getfqdn(name)  # /etc/hosts first (nsswitch), no DNS when listed
+    if "." not in name or name.startswith("localhost"):
+        name = socket.gethostname().split(".")[0] + ".localdomain"
+    return name.lower()
+
+
 def parse_listen(entry: str, default_port: int) -> tuple[str, int]:
     """'ADDR[:PORT]' or '[V6]:PORT' -> (host, port). Raises ValueError."""
     entry = entry.strip()
@@ -146,8 +159,10 @@ def _check_redis_url(url: str) -> str | None:
 
 SETTINGS: tuple[Setting, ...] = (
     # [server] -- qpsmtpd-prefork's flags keep their names.
-    Setting("server", "me", str, "localhost.localdomain",
-            "Host name used in the banner and Received: headers."),
+    Setting("server", "me", str, "",
+            "Host name used in the banner and Received: headers. Empty (the "
+            "default): this host's fully-qualified name, as Postfix's myhostname "
+            "(gethostname(), its FQDN from /etc/hosts, else NAME.localdomain)."),
     Setting("server", "listen", list, ["0.0.0.0"],
             "Addresses to bind, ADDR[:PORT] or [V6]:PORT; ignored when systemd "
             "passes sockets. Without a port, --port is used.",

@@ -19,6 +19,7 @@ import time
 from typing import Callable
 
 from qsmtp import listeners as listeners_mod
+from qsmtp import log as log_mod
 from qsmtp import pidfile, policy, systemd
 from qsmtp.config import ConfigError
 from qsmtp.exitcodes import EX_SOFTWARE
@@ -95,9 +96,10 @@ class Supervisor(FleetMixin):
         gc.freeze()  # objects loaded so far stay shared (copy-on-write) in workers
         config_path = self.app.config.path
         self.registry.publish(config=config_path)
-        log.info("supervisor %d: config %s; %s; up to %d workers, %d idle", os.getpid(),
+        log.info("supervisor %d: config %s; %s; up to %s, %d idle", os.getpid(),
                  config_path or "(built-in defaults)",
-                 listeners_mod.describe(self.listeners), self.server.children,
+                 listeners_mod.describe(self.listeners),
+                 log_mod.plural(self.server.children, "worker"),
                  self.idle_target)
         try:
             self._manage()  # the first workers now, not after a tick
@@ -286,7 +288,8 @@ class Supervisor(FleetMixin):
     # ---- stop ----------------------------------------------------------------------------------
     def begin_stop(self) -> None:
         """TERM/INT: spawn nothing more, let sessions finish within `grace`."""
-        log.info("stopping: %d workers, grace %ds", len(self.workers), self.server.grace)
+        log.info("stopping: %s, grace %ds", log_mod.plural(len(self.workers), "worker"),
+                 self.server.grace)
         self.stopping = True
         systemd.stopping()
         self.registry.set_state("stopping")
@@ -298,7 +301,8 @@ class Supervisor(FleetMixin):
     def _abort_sessions(self) -> None:
         if self.kill_deadline is None:
             if self.workers:
-                log.warning("grace over: 421 to %d sessions still open", len(self.workers))
+                log.warning("grace over: 421 to %s still open",
+                            log_mod.plural(len(self.workers), "session"))
             self._kill_all(signal.SIGUSR1)
             self.kill_deadline = time.monotonic() + ABORT_WAIT
 
@@ -308,7 +312,8 @@ class Supervisor(FleetMixin):
             return True
         now = time.monotonic()
         if self.kill_deadline is not None and now >= self.kill_deadline:
-            log.error("SIGKILL to %d workers that did not stop", len(self.workers))
+            log.error("SIGKILL to %s that did not stop",
+                      log_mod.plural(len(self.workers), "worker"))
             self._kill_all(signal.SIGKILL)
             self.kill_deadline = now + ABORT_WAIT
         elif self.grace_deadline is not None and now >= self.grace_deadline:

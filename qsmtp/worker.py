@@ -24,6 +24,7 @@ import signal
 import socket
 import time
 
+from qsmtp import log as qlog
 from qsmtp import proxy_gate, systemd
 from qsmtp.smtp.state import ConnectionInfo
 
@@ -88,6 +89,7 @@ class Worker:
     def setup(self) -> None:
         """Right after fork, before anything can reach a client."""
         random.seed()  # the supervisor's state is shared by every fork
+        qlog.bind(role="worker")
         systemd.forget()
         self.registry.owner = False  # never "recover" the lock as a worker would
         self._signals()
@@ -153,7 +155,7 @@ class Worker:
                 if accepted:
                     self._serve(*accepted, self.by_fd[fd])
                     break  # back to epoll: re-check flags and lifetime first
-        log.debug("worker %d exits after %d sessions", os.getpid(), self.served)
+        log.debug("worker %d exits after %s", os.getpid(), qlog.plural(self.served, "session"))
         return 0
 
     def _wait(self, poller: select.epoll):
@@ -231,6 +233,7 @@ class Worker:
         self._gossip(IDLE)
         self._title("idle")
         self._log_summary(summary, info, time.monotonic() - started)
+        qlog.unbind()
         if summary is not None and getattr(summary, "plugin_failed", False):
             log.warning("a plugin failed in this session; worker %d retires", os.getpid())
             self.retire = True
@@ -241,7 +244,8 @@ class Worker:
         refused = self.registry.mark_busy(self.slot, peer, service, self.server.max_from_ip)
         if refused is None:
             return True
-        log.info("refused %s: %d sessions from it already", peer, refused,
+        log.info("NOQUEUE: reject: CONNECT from unknown[%s]: 421 4.7.0 Too many connections; "
+                 "%s from it already (max_from_ip)", peer, qlog.plural(refused, "session"),
                  extra={"peer": peer, "service": service})
         try:
             conn.settimeout(5)
@@ -252,17 +256,16 @@ class Worker:
         return False
 
     def _log_summary(self, summary, info: ConnectionInfo, elapsed: float) -> None:
+        """One line per session; the per-message lines (queued as ...) and
+        refusals came before it with the same session id."""
         if summary is None or not log.isEnabledFor(logging.INFO):
             return
-        def get(name, default=None):
-            return getattr(summary, name, default)
-        duration = get("duration", None) or elapsed
-        log.info("session %s service=%s helo=%s from=%s rcpts=%s size=%s result=%s "
-                 "duration=%.3fs", info.peer_ip, info.service, get("helo", None) or "-",
-                 get("sender", None) or "-", get("recipients", 0), get("size", 0),
-                 get("result", "?"), duration,
+        log.info("session %s: disconnect from %s[%s] service=%s helo=<%s> messages=%d "
+                 "result=%s duration=%.3fs", summary.session_id, "unknown", info.peer_ip,
+                 info.service, summary.helo or "", summary.messages, summary.result,
+                 summary.duration or elapsed,
                  extra={"peer": info.peer_ip, "service": info.service,
-                        "worker": os.getpid(), "txn": get("txn_id", None)})
+                        "worker": os.getpid(), "queue_id": summary.queue_id})
 
     # ---- small helpers -----------------------------------------------------------
     def _gossip(self, kind: bytes) -> None:

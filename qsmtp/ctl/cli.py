@@ -21,6 +21,7 @@ from qsmtp.ctl.importer.command import import_qpsmtpd
 from qsmtp.ctl.metrics import metrics_http
 from qsmtp.ctl.users import user_group
 from qsmtp.exitcodes import EX_FAIL, EX_SOFTWARE
+from qsmtp.log import plural
 
 EPILOG = ("Exit codes: 0 ok, 1 not running or failed, 2 registry unreadable, "
           "70 internal error, 77 not allowed to signal, 78 bad config.  Shell completion: "
@@ -130,7 +131,8 @@ def _reload_outcome(snap, before: dict, wait_workers: bool) -> tuple[bool, str] 
     if not wait_workers:
         return True, f"reloaded: generation {sup['generation']} accepted (old workers " \
                      f"finish their sessions)"
-    return True, f"reloaded: generation {sup['generation']} serving ({len(workers)} workers)"
+    return True, (f"reloaded: generation {sup['generation']} serving "
+                  f"({plural(len(workers), 'worker')})")
 
 
 def _follow(registry, pid: int):

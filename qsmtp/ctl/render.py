@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from qsmtp.ctl.cluster import lines as cluster_lines
+from qsmtp.log import plural
 
 TOP_PEERS = 5
 
@@ -111,7 +112,7 @@ def human(snap: dict[str, Any], now: float) -> str:
         f"qsmtp supervisor pid {sup['pid']} · {sup['state']} · generation "
         f"{sup['generation']} · up {duration(now - sup['started'] if sup['started'] else None)}",
         f"{pool['workers']}/{pool['max']} workers · {pool['busy']} busy · "
-        f"{pool['idle']} idle · {sup['sessions_total']} sessions",
+        f"{pool['idle']} idle · {plural(sup['sessions_total'], 'session')}",
         f"config {config or '(built-in defaults)'}",
     ]
     lines += _warnings(snap, pool, now)

@@ -62,6 +62,7 @@ class Dispatcher:
             if calls:
                 self._hooks[hook] = calls
         self._armed = False  # a budgeted run() is in progress (no nesting)
+        self.decided_by = ""  # the plugin whose result the last run() returned (logs)
         self._passthrough = _passthrough_exceptions()
 
     # -- loading ---------------------------------------------------------
@@ -111,6 +112,7 @@ class Dispatcher:
         for name, method in calls:
             result = self._call_one(name, method, hook, session, args, alarm)
             if result.result is not Result.DECLINED:
+                self.decided_by = name
                 return result
         return DECLINED_RESULT
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable
 
+from qsmtp import log as qlog
 from qsmtp.smtp import auth, chars, transfer
 from qsmtp.smtp.address import AddressError, parse_path, split_path
 from qsmtp.smtp.reader import BARE, TOO_LONG
@@ -161,6 +162,7 @@ def do_mail(conv: "Conversation", arg: str) -> None:
         return conv.reply(exc.reply)
     txn = session.new_transaction()
     txn.sender, txn.mail_params = sender, params
+    qlog.bind(txn=txn.id)  # QSMTP_TXN on every line until the transaction ends
     reply = conv.hook_reply("mail", sender, params, ok=SENDER_OK)
     if not reply.positive:
         conv.rejected = True

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qsmtp.plugins.api import HookResult
+from qsmtp import log as qlog
+from qsmtp.plugins.api import HookResult, Result
 from qsmtp.smtp import auth, commands
 from qsmtp.smtp.reader import (PeerClosed, ReadTimeout, Reader, StopRequested,
                                TLSOnPlainPort)
@@ -39,12 +40,14 @@ class SessionControl(Protocol):
 @dataclass
 class SessionSummary:
     peer: str = ""
+    session_id: str = ""
     helo: str | None = None
     sender: str | None = None  # of the last transaction
     recipients: int = 0  # of the last transaction
     size: int = 0  # octets of the last message
     result: str = "closed"  # accepted / rejected / aborted / timeout / closed
     messages: int = 0  # accepted
+    queue_id: str | None = None  # of the last accepted message
     duration: float = 0.0
     plugin_failed: bool = False
 
@@ -62,7 +65,10 @@ class Conversation:
         self.session = Session(conn=conn, config=app.config)
         # earlytalker asks the engine whether the client talked early.
         self.session.peek_early_talk = self._peek  # type: ignore[attr-defined]
-        self.summary = SessionSummary(peer=conn.peer_ip, result="closed")
+        self.summary = SessionSummary(peer=conn.peer_ip, session_id=self.session.id,
+                                      result="closed")
+        self.command = "CONNECT"  # what a refusal refuses (the log line)
+        self.decided_by = ""  # the plugin behind the last hook's verdict
         self.out: list[bytes] = []
         self.closing = False
         self.rejected = False
@@ -81,6 +87,35 @@ class Conversation:
         self.out.append(reply.wire)
         if reply.close:
             self.closing = True
+        if reply.code >= 400:
+            self._log_refusal(reply)
+
+    def _log_refusal(self, reply: Reply) -> None:
+        """THE refusal log line (every 4xx/5xx the engine sends passes
+        here), after Postfix's `NOQUEUE: reject: RCPT from host[ip]: 550
+        5.7.1 ...; from=<> to=<> proto=ESMTP helo=<>`: what was refused, the
+        reply, and which plugin decided (`by=`), else the engine's own rule."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        session, txn = self.session, self.session.transaction
+        verb, _, arg = self.command.partition(" ")
+        verb = verb.upper()
+        fields = []
+        if verb == "MAIL" and arg[:5].upper() == "FROM:":
+            fields.append(f"from={arg[5:].strip()}")
+        elif txn is not None and txn.sender is not None:
+            fields.append(f"from=<{txn.sender.address}>")
+        if verb == "RCPT" and arg[:3].upper() == "TO:":
+            fields.append(f"to={arg[3:].strip()}")
+        elif verb not in ("MAIL", "DATA", "CONNECT"):
+            fields.append(f"cmd=<{self.command[:100]}>")
+        fields += [f"proto={session.protocol}", f"helo=<{session.helo_host or ''}>",
+                   f"by={self.decided_by or 'qsmtp'}"]
+        text = reply.wire.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", " / ")
+        log.info("session %s: %s: reject: %s from %s[%s]: %s; %s", session.id,
+                 "NOQUEUE" if txn is None else txn.id, verb, session.remote_host or "unknown",
+                 session.conn.peer_ip, text, " ".join(fields))
+        self.decided_by = ""
 
     def flush(self) -> None:
         """Send every queued reply in one send (PIPELINING)."""
@@ -98,6 +133,8 @@ class Conversation:
         result = self.app.plugins.run(name, self.session, *args)
         if result.failed:
             self.summary.plugin_failed = True
+        if result.result is not Result.DECLINED:
+            self.decided_by = self.app.plugins.decided_by + (" (failed)" if result.failed else "")
         return result
 
     def hook_reply(self, name: str, *args: Any, ok: Reply | None,
@@ -114,6 +151,7 @@ class Conversation:
             txn.body.close()
         self.hook("reset_transaction")
         self.session.transaction = None
+        qlog.bind(txn=None)
 
     def _peek(self, wait: float) -> bool:
         return self.reader.peek(wait)
@@ -129,6 +167,8 @@ class Conversation:
                 self.reply(Reply(421, "4.3.2", f"{self.me} Service shutting down", close=True))
                 break
             kind, line = self.reader.read_command()
+            self.command = auth.redact(line).decode("utf-8", "surrogateescape")
+            self.decided_by = ""
             if log.isEnabledFor(DEBUG):
                 log.debug("session %s: C: %r", self.session.id, auth.redact(line))
             commands.execute(self, kind, line)
@@ -156,6 +196,8 @@ def run_session(app: Any, sock: socket.socket, conn: ConnectionInfo,
     """Serve one connection; never raises (but KeyboardInterrupt/SystemExit)."""
     started = time.monotonic()
     conv = Conversation(app, sock, conn, control)
+    qlog.unbind()
+    qlog.bind(session=conv.session.id, peer=conn.peer_ip, service=conn.service)
     summary = conv.summary
     try:
         conv.run()

@@ -4,7 +4,10 @@ hooks to the queue), STARTTLS (the socket changes under the session). AUTH is in
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
+
+from qsmtp import log as qlog
 
 from qsmtp.smtp.message import MessageBody
 from qsmtp.smtp.reader import DataStatus
@@ -20,6 +23,8 @@ BARE_IN_DATA = Reply(554, "5.6.0", "Message contains bare CR or LF; not accepted
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 NO_QUEUE = Reply(451, "4.3.0", "No queue accepted the message, try again later")
 NO_SPOOL = Reply(451, "4.3.0", "Local error in processing, try again later")
+# The id the client is told ("queued as <id>", whichever queue plugin said it).
+_QUEUED_AS = re.compile(r"queued as (\S+)")
 
 
 # -- DATA ----------------------------------------------------------------------
@@ -43,15 +48,26 @@ def receive(conv: "Conversation") -> None:
     conv.summary.size = status.wire_size
     verdict = _verdict(conv, status, early)
     if verdict.positive:
-        conv.summary.messages += 1
-        log.info("session %s: %s accepted, %d bytes, %d recipient(s)", conv.session.id,
-                 txn.id, body.size, len(txn.recipients))
+        _accepted(conv, txn, verdict, body.size, status.wire_size)
     else:
-        conv.rejected = True
-        log.info("session %s: message refused: %s", conv.session.id,
-                 verdict.wire.decode("utf-8", "replace").strip())
+        conv.rejected = True  # the refusal is logged where the reply goes out
     conv.reply(verdict)
     conv.drop_transaction()
+
+
+def _accepted(conv: "Conversation", txn, verdict: Reply, stored: int, wire: int) -> None:
+    """The one log line per accepted message: the queue id the client was
+    told (journal field QSMTP_QUEUE_ID) and the sizes, each labelled."""
+    text = verdict.text if isinstance(verdict.text, str) else " ".join(verdict.text)
+    match = _QUEUED_AS.search(text)
+    queue_id = match.group(1) if match else txn.id
+    conv.summary.messages += 1
+    conv.summary.queue_id = queue_id
+    qlog.bind(queue_id=queue_id)
+    log.info("session %s: %s: queued as %s: from=<%s> nrcpt=%d size=%d wire_size=%d",
+             conv.session.id, txn.id, queue_id,
+             txn.sender.address if txn.sender else "", len(txn.recipients), stored, wire,
+             extra={"txn": txn.id, "queue_id": queue_id})
 
 
 def _headers_end(conv: "Conversation", early: list[Reply]) -> None:

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Build (once) the debootstrapped bookworm tree the container test boots.
-# Usage: build-rootfs.sh CACHE_DIR PKG[,PKG...]   -> prints the rootfs path.
+# Build (once) the debootstrapped Debian tree (bookworm, trixie) the container
+# tests boot.
+# Usage: build-rootfs.sh CACHE_DIR SUITE PKG[,PKG...]   -> prints the rootfs path.
 # Cached by the package list and this script; built into a temp dir and
 # renamed, so an interrupted build never leaves a half tree that looks done.
 set -euo pipefail
-cache=$1 extra=$2
+cache=$1 suite=$2 extra=$3
 here=$(cd "$(dirname "$0")" && pwd)
-base="systemd,systemd-sysv,dbus,python3,procps"
+# No procps: a minimal image lacks /bin/kill, so the package's Depends must
+# bring every command its units and scripts run (tests/system/test_units.py).
+base="systemd,systemd-sysv,dbus,python3"
 # debootstrap does not resolve virtual packages: python3-nacl (for
 # python3-dkim) depends on python3-cffi-backend-api-*, which only
 # python3-cffi-backend provides.
 base="$base,python3-cffi-backend"
 include="$base,$extra"
-key=$( (printf '%s\n' "$include"; cat "$here/build-rootfs.sh") | sha1sum | cut -c1-12)
-root="$cache/rootfs-$key"
+key=$( (printf '%s\n' "$suite" "$include"; cat "$here/build-rootfs.sh") | sha1sum | cut -c1-12)
+root="$cache/rootfs-$suite-$key"
 mkdir -p "$cache"
-exec 9>"$cache/.lock"
+# One lock per release: bookworm and trixie build side by side.
+exec 9>"$cache/.lock-$suite"
 flock -w 600 9
 if [ -e "$root/.complete" ]; then
     echo "$root"; exit 0
@@ -27,17 +31,17 @@ mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources
 [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
 tmp="$root.tmp.$$"
 # Downloaded .debs are kept: a rebuild after a dependency change is quick.
-debs="$(cd "$cache" && pwd)/debs"
+debs="$(cd "$cache" && pwd)/debs-$suite"
 mkdir -p "$debs"
 rm -rf "$root" "$root".tmp.*
 trap 'rm -rf "$tmp"' EXIT
-echo "build-rootfs: debootstrap bookworm minbase from $mirror (+ $extra)" >&2
+echo "build-rootfs: debootstrap $suite minbase from $mirror (+ $extra)" >&2
 # Own mount/pid namespaces: debootstrap's mounts (proc, sys) vanish with it.
 unshare --mount --propagation private --uts --ipc --pid --fork --kill-child --mount-proc -- \
-    debootstrap --variant=minbase --cache-dir="$debs" --include="$include" bookworm "$tmp" "$mirror" \
-    >"$cache/debootstrap.log" 2>&1 || {
-        echo "build-rootfs: debootstrap failed, last lines of $cache/debootstrap.log:" >&2
-        tail -n 15 "$cache/debootstrap.log" >&2; exit 1; }
+    debootstrap --variant=minbase --cache-dir="$debs" --include="$include" "$suite" "$tmp" "$mirror" \
+    >"$cache/debootstrap-$suite.log" 2>&1 || {
+        echo "build-rootfs: debootstrap failed, last lines of $cache/debootstrap-$suite.log:" >&2
+        tail -n 15 "$cache/debootstrap-$suite.log" >&2; exit 1; }
 # Boot faster and quieter: no getty on the console, no units that need
 # hardware or the network the container does not have.
 chroot "$tmp" systemctl mask -q console-getty.service getty.target \

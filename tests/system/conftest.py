@@ -1,5 +1,9 @@
 """Fixtures for the operators' side: the freshly built packages, the cached
-debootstrapped rootfs, and a booted container with the .deb installed."""
+debootstrapped rootfs, and a booted container with the .deb installed.
+
+Every container test runs once per Debian release in RELEASES (the rootfs
+fixture is parametrized; `container` inherits it), so the .deb is kept
+working on the current stable as well as on the one it is built on."""
 
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ from system.sysutil import ARTIFACTS, CACHE, REPO, TIMINGS, timed
 
 # Already in the rootfs (the base list of build-rootfs.sh): alternatives naming
 # one of these need nothing more.
-ROOTFS_BASE = {"systemd", "systemd-sysv", "dbus", "python3", "procps"}
+ROOTFS_BASE = {"systemd", "systemd-sysv", "dbus", "python3"}
+# Debian 12 (built on, Python 3.11, systemd 252) and 13 (Python 3.13, systemd
+# 257), both from the host's mirror.
+RELEASES = ("bookworm", "trixie")
 
 
 def _run_script(argv: list[str], what: str, timeout: float, out_dir: str) -> str:
@@ -81,14 +88,16 @@ def control_depends() -> list[str]:
                   if name.strip() and not name.strip().startswith("${"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=RELEASES)
 def rootfs(request) -> str:
-    """Cached under .cache/systest/rootfs-<key>: rebuilt only when the
-    package's dependencies (or build-rootfs.sh) change. On a fresh machine
-    debootstrap runs while the .deb builds."""
+    """Cached under .cache/systest/rootfs-<release>-<key>: rebuilt only when
+    the package's dependencies (or build-rootfs.sh) change. On a fresh
+    machine debootstrap runs while the .deb builds."""
+    release = request.param
     include = control_depends() + ["swaks"]
     start = time.monotonic()
-    proc = subprocess.Popen(["bash", "tests/system/build-rootfs.sh", CACHE, ",".join(include)],
+    proc = subprocess.Popen(["bash", "tests/system/build-rootfs.sh", CACHE, release,
+                             ",".join(include)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deb = request.getfixturevalue("built_deb")
@@ -97,14 +106,14 @@ def rootfs(request) -> str:
         proc.kill()
         proc.wait()
         raise
-    TIMINGS["rootfs"] = round(time.monotonic() - start, 2)
+    TIMINGS[f"rootfs_{release}"] = round(time.monotonic() - start, 2)
     if proc.returncode != 0:
         pytest.fail(f"debootstrap of the container rootfs failed:\n{err[-3000:]}", pytrace=False)
     missing = set(deb_depends(deb)) - set(include)
     assert not missing, (f"the .deb depends on {sorted(missing)}, which the container "
                          f"rootfs lacks: add them to Depends in packaging/debian/control")
     path = os.path.join(REPO, out.strip().splitlines()[-1])
-    for old in glob.glob(os.path.join(CACHE, "rootfs-*")):
+    for old in glob.glob(os.path.join(CACHE, f"rootfs-{release}-*")):
         if os.path.realpath(old) != os.path.realpath(path) and ".tmp." not in old:
             shutil.rmtree(old, ignore_errors=True)  # an outdated package list
     return path
@@ -118,16 +127,19 @@ def container(rootfs, built_deb):
     os.makedirs(share, exist_ok=True)
     shutil.copy(built_deb, share)
     remove_stale_cgroups()
-    box = Container(rootfs, share, os.path.join(ARTIFACTS, "console.log"), lifetime=480)
+    release = os.path.basename(rootfs).split("-")[1]
+    box = Container(rootfs, share, os.path.join(ARTIFACTS, f"console-{release}.log"),
+                    lifetime=480)
+    box.release = release
     try:
-        with timed("boot"):
+        with timed(f"boot_{release}"):
             box.boot(timeout=60)
-        with timed("install_deb"):
+        with timed(f"install_deb_{release}"):
             box.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q /opt/qsmtp/*.deb",
                     timeout=120)
         yield box
     finally:
-        with timed("poweroff"):
+        with timed(f"poweroff_{release}"):
             box.poweroff()
         shutil.rmtree(share, ignore_errors=True)
         for stale in glob.glob(os.path.join(CACHE, "share-*")):

@@ -90,6 +90,34 @@ def test_socket_activation_and_swaks(container):
     assert "Subject: systest" in stored and "hello from swaks" in stored
     owner = box.run("stat -c %U /var/spool/qsmtp/maildir/new").stdout.strip()
     assert owner == "qsmtp"
+    # What tmpfiles.d/qsmtp.conf says is what the spool has: qsmtp only.
+    modes = box.run("stat -c '%a %U:%G' /var/spool/qsmtp /var/spool/qsmtp/maildir "
+                    "/var/spool/qsmtp/maildir/new /var/spool/qsmtp/maildir/new/*").stdout.split("\n")
+    assert modes[:4] == ["750 qsmtp:qsmtp", "700 qsmtp:qsmtp", "700 qsmtp:qsmtp",
+                         "600 qsmtp:qsmtp"], modes
+
+
+def test_every_command_the_units_and_scripts_run_is_installed(container):
+    # The rootfs is minbase + the package's Depends (no procps of its own):
+    # a command a unit or maintainer script runs must come from Depends.
+    box = container
+    units = box.run("cat /lib/systemd/system/qsmtp.service "
+                    "/lib/systemd/system/qsmtp*.socket").stdout
+    commands = set()
+    for line in units.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip().startswith("Exec") and value.strip():
+            commands.add(value.strip().lstrip("-@+!:").split()[0])
+    scripts = box.run("cat /var/lib/dpkg/info/qsmtp.postinst /var/lib/dpkg/info/qsmtp.prerm "
+                      "/var/lib/dpkg/info/qsmtp.postrm").stdout
+    for name in ("deb-systemd-invoke", "deb-systemd-helper", "systemd-sysusers",
+                 "systemd-tmpfiles", "rmdir"):
+        if name in scripts:
+            commands.add(name)
+    assert "/usr/bin/qsmtp" in commands, commands
+    missing = [c for c in sorted(commands)
+               if box.run(f"command -v {c}", check=False).returncode != 0]
+    assert not missing, f"not installed by Depends on {box.release}: {missing}"
 
 
 def test_status_shows_pool(container):
@@ -123,20 +151,40 @@ def test_status_permissions_name_the_group(container):
     assert json.loads(member.stdout)["pool"]["workers"] >= 5
 
 
-def test_journal_has_structured_session_line(container):
-    out = container.run("journalctl -u qsmtp.service -o json --no-pager").stdout
-    records = [json.loads(line) for line in out.splitlines() if line.strip()]
-    # The worker's one line per session (summary + QSMTP_* journal fields).
-    sessions = [r for r in records if str(r.get("MESSAGE", "")).startswith("session ")
-                and "result=" in str(r.get("MESSAGE"))]
-    assert sessions, "no session line in the journal:\n" + container.journal("qsmtp")
-    line = sessions[0]
-    assert line.get("QSMTP_PEER") == "127.0.0.1", line
-    assert line.get("QSMTP_SERVICE") == "smtp", line
-    assert "result=accepted" in line["MESSAGE"] and "from=alice@example.test" in line["MESSAGE"]
-    assert int(line["QSMTP_WORKER"]) > 1 and line.get("SYSLOG_IDENTIFIER") == "qsmtp", line
-    with open(os.path.join(ARTIFACTS, "journal.txt"), "w") as handle:
-        handle.write(container.journal("qsmtp.service", 60))
+def _journal_json(box, match: str) -> list[dict]:
+    out = box.run(f"journalctl -o json --no-pager {match}").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_journal_finds_the_session_by_the_queue_id_of_the_250(container):
+    # The id the client is told is the one the journal is searched by
+    # (QSMTP_QUEUE_ID), the transaction id is set (QSMTP_TXN), and the
+    # session's other lines share its QSMTP_SESSION.
+    box = container
+    out = box.run("swaks --server 127.0.0.1:25 --from alice@example.test "
+                  "--to bob@example.test", timeout=60).stdout
+    queue_id = out.split("<-  250 2.0.0 Ok: queued as ", 1)[1].split()[0]
+    time.sleep(0.5)  # the worker logs the session line after the close
+    records = _journal_json(box, f"QSMTP_QUEUE_ID={queue_id}")
+    assert records, f"journalctl QSMTP_QUEUE_ID={queue_id} found nothing:\n" \
+        + box.journal("qsmtp.service")
+    message = [r for r in records if f"queued as {queue_id}:" in r["MESSAGE"]]
+    assert len(message) == 1, records
+    line = message[0]
+    assert line.get("QSMTP_TXN") and line["QSMTP_TXN"] in line["MESSAGE"], line
+    assert "from=<alice@example.test> nrcpt=1 size=" in line["MESSAGE"], line
+    assert line.get("QSMTP_PEER") == "127.0.0.1" and line.get("QSMTP_SERVICE") == "smtp"
+    assert line.get("SYSLOG_IDENTIFIER") == "qsmtp", line
+    session = _journal_json(box, f"QSMTP_SESSION={line['QSMTP_SESSION']}")
+    assert any("disconnect from" in r["MESSAGE"] and "result=accepted" in r["MESSAGE"]
+               for r in session), session
+    every = _journal_json(box, "-u qsmtp.service")
+    bad = [r for r in every if "None" in (r.get("THREAD_NAME"), r.get("PROCESS_NAME"))]
+    assert not bad, bad[:2]
+    assert not [r for r in every if str(r.get("MESSAGE", "")).startswith("<")], \
+        "sd-daemon prefixes in the journal"
+    with open(os.path.join(ARTIFACTS, f"journal-{box.release}.txt"), "w") as handle:
+        handle.write(box.journal("qsmtp.service", 60))
 
 
 def test_reload_under_load_fails_no_transaction(container):

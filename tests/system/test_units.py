@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 import subprocess
+import sys
 import tomllib
 
 from click.testing import CliRunner
@@ -89,7 +90,7 @@ def test_shipped_config_matches_the_unit_directories():
     assert config.queue.path.startswith(svc["ReadWritePaths"] + "/")
     assert not config.server.user, "systemd starts it as qsmtp already"
     tmpfiles = open(os.path.join(UNITS, "tmpfiles.d", "qsmtp.conf")).read()
-    assert re.search(rf"^d {re.escape(config.queue.path)}\s+0750 qsmtp qsmtp", tmpfiles, re.M)
+    assert re.search(rf"^d {re.escape(config.queue.path)}\s+0700 qsmtp qsmtp", tmpfiles, re.M)
     sysusers = open(os.path.join(UNITS, "sysusers.d", "qsmtp.conf")).read()
     assert re.search(r"^u qsmtp ", sysusers, re.M) and re.search(r"^g qsmtp ", sysusers, re.M)
 
@@ -139,3 +140,28 @@ def test_every_runtime_dependency_is_a_debian_depends_and_rpm_requires():
         dist = re.split(r"[=<>!~; \[]", dep, 1)[0].lower().replace("_", "-")
         assert f"Requires:       python3dist({dist})" in spec, \
             f"{dep}: add Requires: python3dist({dist}) to packaging/rpm/qsmtp.spec"
+
+
+def _render_man(tmp_path, name: str) -> str:
+    subprocess.run([sys.executable, os.path.join(REPO, "packaging", "manpages.py"),
+                    str(tmp_path)], check=True, capture_output=True)
+    return subprocess.run(["groff", "-man", "-Tutf8", "-P-cbou", str(tmp_path / f"{name}.8")],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_man_pages_see_also_renders_and_names_the_others_only(tmp_path):
+    for name, other in (("qsmtp", "qsmtpctl"), ("qsmtpctl", "qsmtp")):
+        text = _render_man(tmp_path, name)
+        see_also = text.split("\nSEE ALSO\n", 1)[1].split("\n\n", 1)[0].split()
+        assert see_also[0] == f"{other}(8),", see_also
+        assert f"{name}(8)," not in see_also and f"{name}(8)" not in see_also, see_also
+        assert ".BR" not in text and "systemd.socket(5)," in see_also, see_also
+
+
+def test_units_documentation_is_a_page_the_packages_install():
+    # file: URIs are rewritten per package (.deb: README.md.gz after
+    # dh_compress; the RPM keeps README.md); both ship the man pages. The
+    # container test and test_packaging.py check the installed paths.
+    for name in ("qsmtp.service", "qsmtp.socket", "qsmtp-submission.socket"):
+        docs = unit(name)["Unit"]["Documentation"].split()
+        assert "man:qsmtp(8)" in docs and "file:/usr/share/doc/qsmtp/README.md" in docs, docs

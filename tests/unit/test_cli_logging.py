@@ -19,7 +19,16 @@ def test_prefixes_follow_syslog_priorities():
     fmt = log.PrefixFormatter("%(message)s")
     assert fmt.format(record(logging.ERROR, "bad")) == "<3>bad"
     assert fmt.format(record(logging.WARNING, "hm")) == "<4>hm"
-    assert fmt.format(record(logging.INFO, "a\nb")) == "<6>a\n<6>b"
+    # a newline inside the message cannot forge a second line ...
+    assert fmt.format(record(logging.INFO, "a\nb")) == "<6>a\\nb"
+    # ... a traceback keeps its lines, each with the prefix
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+        rec = logging.LogRecord("q", logging.ERROR, __file__, 1, "oops", (), sys.exc_info())
+    lines = fmt.format(rec).split("\n")
+    assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)
     assert fmt.format(record(logging.DEBUG, "d")) == "<7>d"
 
 
@@ -28,6 +37,56 @@ def test_fields_filter_makes_journal_fields():
     assert log.FieldsFilter().filter(rec)
     assert rec.QSMTP_PEER == "192.0.2.7" and rec.QSMTP_SERVICE == "smtp"
     assert rec.QSMTP_WORKER == "12" and not hasattr(rec, "QSMTP_TXN")
+    # python-systemd sends these as-is: never the string "None"
+    assert rec.threadName and rec.processName and "None" not in (rec.threadName,
+                                                                  rec.processName)
+
+
+def test_session_context_reaches_every_record_until_unbound():
+    log.bind(role="worker")
+    log.bind(session="abc123", txn="abc123.1")
+    try:
+        rec = record(logging.INFO, "x", queue_id="1796.M1P2.host")
+        log.FieldsFilter().filter(rec)
+        assert rec.QSMTP_SESSION == "abc123" and rec.QSMTP_TXN == "abc123.1"
+        assert rec.QSMTP_QUEUE_ID == "1796.M1P2.host" and rec.processName == "worker"
+        log.bind(txn=None)
+        rec = record(logging.INFO, "y")
+        log.FieldsFilter().filter(rec)
+        assert not hasattr(rec, "QSMTP_TXN") and rec.QSMTP_SESSION == "abc123"
+    finally:
+        log.unbind()
+    rec = record(logging.INFO, "z")
+    log.FieldsFilter().filter(rec)
+    assert not hasattr(rec, "QSMTP_SESSION") and rec.processName == "worker"
+
+
+HOSTILE = ["a\x1b[2Jb", "a\x0bb\x0cc", "x\x7fy", "c1\x85", "ls\u2028ps\u2029",
+           "rtl\u202eoverride", "bad\udcff\udcfeutf8", "forged\nqsmtp[1]: line", "cr\rx"]
+
+
+def test_hostile_bytes_are_escaped_in_every_formatter():
+    for fmt in (log.PrefixFormatter("%(message)s"), log.TerminalFormatter("%(message)s"),
+                log.EscapingFormatter("%(message)s")):
+        for text in HOSTILE:
+            out = fmt.format(logging.LogRecord("q", logging.INFO, __file__, 1, "helo=%s",
+                                               (text,), None))
+            assert "\n" not in out and out.isprintable(), (fmt, out)
+    assert log.escape("bad\udcff") == "bad\\xff"
+    assert log.escape("a\x1bb\u2028") == "a\\x1bb\\u2028"
+    assert log.escape("naïve ünïcode ok") == "naïve ünïcode ok"
+
+
+def test_terminal_lines_have_no_sd_daemon_prefix():
+    fmt = log.TerminalFormatter("qsmtp[%(process)d]: %(message)s")
+    assert fmt.format(record(logging.INFO, "serving")).startswith("qsmtp[")
+    assert ": warning: hm" in fmt.format(record(logging.WARNING, "hm"))
+    assert "<" not in fmt.format(record(logging.ERROR, "bad"))
+
+
+def test_plural():
+    assert log.plural(1, "worker") == "1 worker" and log.plural(2, "worker") == "2 workers"
+    assert log.plural(0, "session") == "0 sessions"
 
 
 def test_journal_stream_detection(tmp_path, monkeypatch):
@@ -46,6 +105,10 @@ def test_setup_picks_handler_and_level(monkeypatch):
     saved = root.handlers[:], root.level
     try:
         monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+        monkeypatch.delenv("INVOCATION_ID", raising=False)
+        log.setup(quiet=True)
+        assert isinstance(root.handlers[0].formatter, log.TerminalFormatter)
+        monkeypatch.setenv("INVOCATION_ID", "0123abcd")  # systemd reads our stderr
         log.setup(quiet=True)
         assert isinstance(root.handlers[0].formatter, log.PrefixFormatter)
         assert root.level == logging.WARNING

@@ -53,6 +53,21 @@ def test_received_ipv6_and_plain_smtp(cfg):
                             "with SMTP id ")
 
 
+@pytest.mark.parametrize("tls,auth_user,protocol", [
+    (False, None, "UTF8SMTP"), (True, None, "UTF8SMTPS"),
+    (False, "alice", "UTF8SMTPA"), (True, "alice", "UTF8SMTPSA")])
+def test_received_names_smtputf8_transactions_as_rfc6531_says(cfg, tls, auth_user, protocol):
+    # RFC 6531 3.7.3 (Postfix writes the same): an SMTPUTF8 transaction is
+    # "with UTF8SMTP[S][A]"; the one without SMTPUTF8 stays ESMTP[S][A].
+    sess = make_session(cfg, tls=tls, auth_user=auth_user)
+    txn = sess.transaction
+    txn.mail_params = {"SMTPUTF8": None}
+    assert f" with {protocol} " in received_value(sess, txn, "mx", DATE) + " "
+    txn.mail_params = {}
+    assert f" with {protocol.replace('UTF8SMTP', 'ESMTP')} " \
+        in received_value(sess, txn, "mx", DATE) + " "
+
+
 def test_hook_prepends_received_with_a_real_date(cfg):
     sess = make_session(cfg)
     sess.transaction.added_headers.append("X-Other: 1")

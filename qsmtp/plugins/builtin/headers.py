@@ -1,7 +1,9 @@
 """headers -- the trace header every accepted message gets (always implied).
 
 At `data_post`:
-- prepends `Received:` (RFC 5321 4.4, protocol names from RFC 3848):
+- prepends `Received:` (RFC 5321 4.4, protocol names from RFC 3848; an
+  SMTPUTF8 transaction's are UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA as
+  RFC 6531 3.7.3 registers them):
       Received: from <helo> (<remote host> [<ip>])
               by <server.me> (qsmtp) with ESMTPS (using <cipher>) id <txn id>
               for <rcpt>; <RFC 5322 date>
@@ -50,6 +52,8 @@ def received_value(session: Any, txn: Any, me: str, date: str | None = None) -> 
     tcp_info = f"{escape(session.remote_host)} {literal}" if session.remote_host else literal
     helo = escape(session.helo_host) if session.helo_host else literal
     protocol = session.protocol
+    if "SMTPUTF8" in txn.mail_params and protocol.startswith("ESMTP"):
+        protocol = "UTF8SMTP" + protocol[5:]
     if session.tls and session.tls_cipher:
         protocol += f" (using {session.tls_cipher})"
     lines = [f"from {helo} ({tcp_info})",
