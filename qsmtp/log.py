@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 
 from qsmtp import systemd
+from qsmtp.smtp import chars
 
 FIELDS = ("peer", "service", "worker", "session", "txn", "queue_id")
 
@@ -28,30 +28,15 @@ FIELDS = ("peer", "service", "worker", "session", "txn", "queue_id")
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
              logging.INFO: 6, logging.DEBUG: 7}
 
-# C0 and C1 controls, DEL, line/paragraph separators, bidi controls, and lone
-# surrogates (what surrogateescape makes of invalid UTF-8).
-_HOSTILE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e"
-                      "\u2066-\u2069\ud800-\udfff]")
-_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
 # The session a worker is serving now (one at a time): merged into every
 # record's journal fields.
 _context: dict[str, str] = {}
 
 
-def _escape_one(match: re.Match) -> str:
-    char = match.group()
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:
-        return f"\\x{code - 0xDC00:02x}"  # the invalid byte itself
-    if code < 0x100:
-        return _SHORT.get(char) or f"\\x{code:02x}"
-    return f"\\u{code:04x}"
-
-
 def escape(text: str) -> str:
-    """Make `text` safe for one log line: hostile characters as \\xNN / \\uNNNN."""
-    return _HOSTILE.sub(_escape_one, text)
+    """Make `text` safe for one log line: the same escapes as in headers
+    (controls, U+2028/2029, bidi controls, invalid UTF-8 as \\xHH)."""
+    return chars.escape(text)
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:

@@ -64,7 +64,7 @@ def test_every_refusal_is_logged_with_what_reply_and_why(serve, plain_env):
         client.rset()
         client.mail("a@client.test")
         assert client.rcpt("u@example.test")[0] == 250
-        code, _ = client.data(b"bare\nLF\r\n")  # SPEC: 554 5.6.0, not stored
+        code, _ = client.data(b"bare\nLF\r\n")  # bare LF in DATA: 554 5.6.0, not stored
         assert code == 554
     assert srv.stop() == 0
     log = srv.log()
@@ -102,4 +102,4 @@ def test_hostile_bytes_never_reach_the_log_raw(serve, plain_env):
         assert bad not in raw, bad
     lines = text.splitlines()
     assert all(line.isprintable() for line in lines), [l for l in lines if not l.isprintable()]
-    assert "\\x1b[2J" in text and "\\xff\\xfe" in text  # escaped, still there to read
+    assert "\\x1B[2J" in text and "\\xFF\\xFE" in text  # escaped, still there to read
