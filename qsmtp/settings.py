@@ -234,7 +234,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("relay", "clients", list, ["127.0.0.0/8", "::1/128"],
             "Client networks that may relay to any domain.", check=_check_networks),
     Setting("relay", "domains", list, [],
-            "Domains we accept mail for; '.example.test' also matches subdomains.",
+            "Domains we accept mail for; '.example.test' also matches subdomains. "
+            "IDNA 2008 U-labels or A-labels, matched in either form.",
             check=_check_domains),
     # [queue]
     Setting("queue", "backend", str, "maildir",

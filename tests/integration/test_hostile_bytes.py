@@ -83,3 +83,11 @@ def test_hostile_paths_and_idna_live(serve):
     assert b"Delivered-To: <u@xn--strae-oqa.test>\n" in head
     assert b"Received: from client.test " in head
     assert _RAW_CONTROL.search(srv.log().encode("utf-8", "surrogateescape")) is None
+
+
+def test_configured_domain_outside_idna2008_exits_78(serve):
+    srv = serve(start=False, extra_toml='[relay]\ndomains = ["\u212aiwi.test"]\n')
+    result = srv.run_once()
+    assert result.returncode == 78, result
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1 and "relay.domains" in lines[0] and "Traceback" not in lines[0]
