@@ -17,6 +17,7 @@ address the hosts trust.
 from __future__ import annotations
 
 import email
+import re
 import smtplib
 import threading
 import time
@@ -151,6 +152,41 @@ def _quit(smtp: smtplib.SMTP) -> None:
         smtp.quit()
     except (smtplib.SMTPException, OSError):
         smtp.close()
+
+
+class OpenTransaction:
+    """A client stopped in the middle of DATA, half of its message sent: a
+    transaction in flight on whichever host HAProxy picked (`peer` is its
+    address, as that host's registry shows it)."""
+
+    def __init__(self, frontend, client: int, number: int):
+        self.frontend, self.peer = frontend, CLIENTS.format(101 + client)
+        self.outcome = Outcome(make_message(client, number), attempts=1)
+        self.smtp = smtplib.SMTP(*frontend, source_address=(self.peer, 0), timeout=30)
+        self.smtp.ehlo("client.test")
+        self.smtp.mail("sender@client.test")
+        self.smtp.rcpt("user@example.test")
+        code, _ = self.smtp.docmd("DATA")
+        assert code == 354, code
+        data = re.sub(rb"(?m)^\.", b"..", self.outcome.message)
+        self.rest = data[len(data) // 2:] + b".\r\n"
+        self.smtp.send(data[:len(data) // 2])
+
+    def finish(self, max_attempts: int = 6) -> Outcome:
+        """Send the rest; anything but 250 -> sent again from the start."""
+        try:
+            self.smtp.send(self.rest)
+            code, text = self.smtp.getreply()
+            if code == 250:
+                self.outcome.accepted = True
+            else:
+                self.outcome.failures.append(f"{code} {text[:60]!r}")
+        except (smtplib.SMTPException, OSError) as exc:
+            self.outcome.failures.append(f"{type(exc).__name__}: {str(exc)[:80]}")
+        finally:
+            _quit(self.smtp)
+        _send_one(self.frontend, self.peer, self.outcome, max_attempts)
+        return self.outcome
 
 
 def send_load(frontend, *, clients: int, per_client: int, max_attempts: int = 6,
