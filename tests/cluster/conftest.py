@@ -11,16 +11,11 @@ removed) and Postfix are stopped.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
-
-from helpers.cluster import Cluster  # noqa: E402
-from helpers.postfix import PrivatePostfix, _require  # noqa: E402
-from helpers.server import ServerPool  # noqa: E402
+from helpers.cluster import Cluster
+from helpers.postfix import PrivatePostfix, _require
+from helpers.server import ServerPool
 
 
 @pytest.fixture

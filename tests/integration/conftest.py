@@ -11,14 +11,9 @@ fails the test: a clean stop leaves nothing behind, `ipcs` stays empty).
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
-
-from helpers.server import ServerPool  # noqa: E402
+from helpers.server import ServerPool
 
 
 @pytest.fixture

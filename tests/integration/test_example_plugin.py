@@ -12,15 +12,15 @@ import sys
 
 import pytest
 
+from helpers.fakes import make_session
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.dispatch import Dispatcher
+
+# The example loads by name (`subject_guard:SubjectGuard`), as an operator's
+# plugin on PYTHONPATH would.
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "examples"
 sys.path.insert(0, str(EXAMPLES))
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
-
-from helpers.fakes import make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.dispatch import Dispatcher  # noqa: E402
 
 PLUGIN = """
 [[plugins]]

@@ -9,15 +9,11 @@ its A-label, and the KELVIN SIGN look-alike of another configured domain.
 
 from __future__ import annotations
 
-import pathlib
 import re
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
-
-from helpers.server import connect  # noqa: E402
+from helpers.server import connect
 
 RELAY = '[relay]\nclients = []\ndomains = ["straße.test", "kiwi.test"]\n'
 # Bytes no header or log line may hold raw: C0 controls except TAB/LF, DEL,

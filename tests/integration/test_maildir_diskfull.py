@@ -4,19 +4,15 @@ nothing left behind; once space is back the next message is stored."""
 from __future__ import annotations
 
 import os
-import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import make_session
+from helpers.tinyfs import fill, remount, tiny_tmpfs
 
-from helpers.fakes import make_session  # noqa: E402
-from helpers.tinyfs import fill, remount, tiny_tmpfs  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import Result  # noqa: E402
-from qsmtp.plugins.builtin.queue_maildir import QueueMaildir  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import Result
+from qsmtp.plugins.builtin.queue_maildir import QueueMaildir
 
 
 MESSAGE = b"Subject: test\n\n" + b"x" * 60 + b"\n"

@@ -7,20 +7,16 @@ smtplib sessions from different loopback source addresses.
 
 from __future__ import annotations
 
-import pathlib
 import smtplib
-import sys
 
 import dkim as dkimpy
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.dkim_keys import make_key
+from helpers.dns_server import DnsServer
+from helpers.server import Server, wait_for
 
-from helpers.dkim_keys import make_key  # noqa: E402
-from helpers.dns_server import DnsServer  # noqa: E402
-from helpers.server import Server, wait_for  # noqa: E402
-
-from qsmtp.plugins.builtin._auth import hash_password  # noqa: E402
+from qsmtp.plugins.builtin._auth import hash_password
 
 
 @pytest.fixture(scope="module")

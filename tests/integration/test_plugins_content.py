@@ -9,26 +9,22 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import pathlib
 import re
 import smtplib
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.clamd import EICAR, Clamd
+from helpers.fakes import session_with_spooled_body
+from helpers.server import Server, free_port
+from helpers.spamd import GTUBE, Spamd
 
-from helpers.clamd import EICAR, Clamd  # noqa: E402
-from helpers.fakes import session_with_spooled_body  # noqa: E402
-from helpers.server import Server, free_port  # noqa: E402
-from helpers.spamd import GTUBE, Spamd  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import HookResult, Result  # noqa: E402
-from qsmtp.plugins.builtin.clamav import ClamAV  # noqa: E402
-from qsmtp.plugins.builtin.spamassassin import SpamAssassin  # noqa: E402
-from qsmtp.smtp.replies import decide  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import HookResult, Result
+from qsmtp.plugins.builtin.clamav import ClamAV
+from qsmtp.plugins.builtin.spamassassin import SpamAssassin
+from qsmtp.smtp.replies import decide
 
 CONFIG = qconfig.load(None, {"server.me": "mx.test"})
 CUSTOM = b"qsmtp-test-malware-marker-7f3a9c"

@@ -11,20 +11,17 @@ end-to-end version (a real `qsmtp serve`) belongs with the engine tests.
 
 from __future__ import annotations
 
-import pathlib
 import sys
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.dns_server import DnsServer
+from helpers.fakes import addr, make_session
 
-from helpers.dns_server import DnsServer  # noqa: E402
-from helpers.fakes import addr, make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import Result  # noqa: E402
-from qsmtp.plugins.dispatch import Dispatcher  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import Result
+from qsmtp.plugins.dispatch import Dispatcher
 
 ZONE = """
 $TTL 60

@@ -9,23 +9,19 @@ end-to-end (client -> qsmtp -> Postfix) version lives with the engine tests.
 
 from __future__ import annotations
 
-import pathlib
 import socket
-import sys
 import textwrap
 import threading
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import make_session
+from helpers.postfix import free_port, private_postfix, smtp_sink  # noqa: F401
 
-from helpers.fakes import make_session  # noqa: E402
-from helpers.postfix import free_port, private_postfix, smtp_sink  # noqa: E402,F401
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.queue_smtp import QueueSmtp  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.builtin.queue_smtp import QueueSmtp
 
 MESSAGE = (b"From: a@a.test\nTo: u@example.test\nSubject: upstream\n\n"
            b"first line\n.a line starting with a dot\n..two dots\n.\nlast\n")

@@ -13,16 +13,12 @@ its log must hold no traceback (unless the test said it expects one).
 from __future__ import annotations
 
 import os
-import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
-
-from helpers.server import ServerPool  # noqa: E402
-from helpers.tls import make_cert  # noqa: E402
-from reltools import HERE, TALLY, log_problems  # noqa: E402
+from helpers.server import ServerPool
+from helpers.tls import make_cert
+from reltools import HERE, TALLY, log_problems
 
 
 @pytest.fixture(scope="session", autouse=True)

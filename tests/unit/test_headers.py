@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import email.utils
-import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import FakeBody, make_session
 
-from helpers.fakes import FakeBody, make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.builtin.headers import (Headers, received_value,  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.builtin.headers import (Headers, received_value,
                                            rename_auth_results)
 
 DATE = "Tue, 01 Apr 2025 12:00:00 +0000"

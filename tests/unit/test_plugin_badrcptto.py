@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import addr, make_session
 
-from helpers.fakes import addr, make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.badrcptto import Badrcptto  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.builtin.badrcptto import Badrcptto
 
 CONFIG = qconfig.load(None, {})
 OPTS = {"entries": ["nobody@example.test", "@old.example.test gone since 2019"],

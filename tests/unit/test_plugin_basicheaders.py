@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import email.utils
-import pathlib
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import make_session
 
-from helpers.fakes import make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.basicheaders import BasicHeaders, parse_date  # noqa: E402
-from qsmtp.smtp.message import MessageBody  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.builtin.basicheaders import BasicHeaders, parse_date
+from qsmtp.smtp.message import MessageBody
 
 CONFIG = qconfig.load(None, {})
 DAY = 86400

@@ -5,24 +5,20 @@ tests/integration/test_plugins_content.py."""
 from __future__ import annotations
 
 import hashlib
-import pathlib
 import struct
-import sys
 import tracemalloc
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fake_daemon import FakeDaemon, recv_exact, scan_against_hung_daemon
+from helpers.fakes import session_with_spooled_body
+from helpers.server import free_port
 
-from helpers.fake_daemon import FakeDaemon, recv_exact, scan_against_hung_daemon  # noqa: E402
-from helpers.fakes import session_with_spooled_body  # noqa: E402
-from helpers.server import free_port  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import HookResult, PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.clamav import (ClamAV, ClamdError, TooLarge,  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import HookResult, PluginError, Result
+from qsmtp.plugins.builtin.clamav import (ClamAV, ClamdError, TooLarge,
                                           parse_reply)
-from qsmtp.smtp.replies import decide  # noqa: E402
+from qsmtp.smtp.replies import decide
 
 CONFIG = qconfig.load(None, {"server.me": "mx.test"})
 MESSAGE = b"From: a@x.test\nSubject: hi\n\nhello\n"

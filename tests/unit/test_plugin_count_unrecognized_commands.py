@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import make_session
 
-from helpers.fakes import make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.count_unrecognized_commands import \
-    CountUnrecognizedCommands  # noqa: E402
+    CountUnrecognizedCommands
 
 CONFIG = qconfig.load(None, {})
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import addr, make_session
+from helpers.forked import run_forked
 
-from helpers.fakes import addr, make_session  # noqa: E402
-from helpers.forked import run_forked  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.greylisting import Greylisting  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.builtin.greylisting import Greylisting
 
 CONFIG = qconfig.load(None, {})
 T0 = 1_000_000.0

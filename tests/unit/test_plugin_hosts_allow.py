@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import make_session
 
-from helpers.fakes import make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.hosts_allow import HostsAllow  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.builtin.hosts_allow import HostsAllow
 
 CONFIG = qconfig.load(None, {})
 

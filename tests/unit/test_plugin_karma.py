@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import sqlite3
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import make_session
+from helpers.forked import run_forked
 
-from helpers.fakes import make_session  # noqa: E402
-from helpers.forked import run_forked  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.karma import Karma  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.builtin.karma import Karma
 
 CONFIG = qconfig.load(None, {})
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import make_session
 
-from helpers.fakes import make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import HookResult, PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.loop import Loop, count_hops  # noqa: E402
-from qsmtp.smtp.message import MessageBody  # noqa: E402
-from qsmtp.smtp.replies import decide  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import HookResult, PluginError, Result
+from qsmtp.plugins.builtin.loop import Loop, count_hops
+from qsmtp.smtp.message import MessageBody
+from qsmtp.smtp.replies import decide
 
 CONFIG = qconfig.load(None, {})
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
 from types import SimpleNamespace
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import addr, make_session
 
-from helpers.fakes import addr, make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.naughty import Naughty, act, with_code  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.builtin.naughty import Naughty, act, with_code
 
 CONFIG = qconfig.load(None, {})
 

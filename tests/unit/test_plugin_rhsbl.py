@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.dns_server import DnsServer
+from helpers.fakes import make_session
 
-from helpers.dns_server import DnsServer  # noqa: E402
-from helpers.fakes import make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.rhsbl import Rhsbl  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.builtin.rhsbl import Rhsbl
 
 CONFIG = qconfig.load(None, {})
 RECORDS = {

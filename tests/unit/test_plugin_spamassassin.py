@@ -5,24 +5,20 @@ is in tests/integration/test_plugins_content.py."""
 from __future__ import annotations
 
 import hashlib
-import pathlib
-import sys
 import tracemalloc
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
-
-from helpers.fake_daemon import (FakeDaemon, recv_exact, recv_until,  # noqa: E402
+from helpers.fake_daemon import (FakeDaemon, recv_exact, recv_until,
                                  scan_against_hung_daemon)
-from helpers.fakes import session_with_spooled_body  # noqa: E402
-from helpers.server import free_port  # noqa: E402
+from helpers.fakes import session_with_spooled_body
+from helpers.server import free_port
 
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import HookResult, PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin.spamassassin import (SpamAssassin, SpamdError,  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import HookResult, PluginError, Result
+from qsmtp.plugins.builtin.spamassassin import (SpamAssassin, SpamdError,
                                                 Verdict, parse_response, tag_headers)
-from qsmtp.smtp.replies import decide  # noqa: E402
+from qsmtp.smtp.replies import decide
 
 CONFIG = qconfig.load(None, {})
 MESSAGE = b"From: a@x.test\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: hi\n\nhello\n"

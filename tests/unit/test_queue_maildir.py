@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import errno
 import os
-import pathlib
 import re
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import make_session
 
-from helpers.fakes import make_session  # noqa: E402
-
-from qsmtp import config as qconfig  # noqa: E402
-from qsmtp.plugins.api import PluginError, Result  # noqa: E402
-from qsmtp.plugins.builtin import queue_maildir  # noqa: E402
-from qsmtp.plugins.builtin.queue_maildir import QueueMaildir  # noqa: E402
+from qsmtp import config as qconfig
+from qsmtp.plugins.api import PluginError, Result
+from qsmtp.plugins.builtin import queue_maildir
+from qsmtp.plugins.builtin.queue_maildir import QueueMaildir
 
 MESSAGE = (b"From: a@a.test\nTo: u@example.test\nSubject: hi\n\n"
            b"line one\n.leading dot stays unstuffed\n\nlast line\n")

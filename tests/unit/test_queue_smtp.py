@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from helpers.fakes import FakeBody
 
-from helpers.fakes import FakeBody  # noqa: E402
-
-from qsmtp.plugins.api import PluginError  # noqa: E402
-from qsmtp.plugins.builtin.queue_smtp import parse_upstream, wire_chunks  # noqa: E402
+from qsmtp.plugins.api import PluginError
+from qsmtp.plugins.builtin.queue_smtp import parse_upstream, wire_chunks
 
 
 class Txn:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from qsmtp.smtp.reader import (BARE, LINE, MAX_LINE, TOO_LONG, PeerClosed, ReadTimeout,
                                Reader, TLSOnPlainPort)
@@ -202,9 +203,6 @@ def test_data_timeout():
     finally:
         left.close()
         right.close()
-
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 _LINE = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 
