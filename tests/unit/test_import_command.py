@@ -136,3 +136,21 @@ def test_help_documents_the_command():
     assert result.exit_code == 0
     for text in ("$include", "--force", "--defaults", "Exit codes: 0", "78"):
         assert text in result.output
+
+
+def test_defaults_file_carries_prefork_flags(tmp_path):
+    directory, _ = clean_dir(tmp_path)
+    unit = tmp_path / "qpsmtpd.service"
+    unit.write_text("[Service]\nExecStart=/usr/bin/qpsmtpd-prefork --port 2525 "
+                    "--children 12 --idle-children 3 --max-from-ip 4 --user nobody\n")
+    out = tmp_path / "qsmtp.toml"
+    result = run(str(directory), "-o", str(out), "--defaults", str(unit))
+    assert result.exit_code == 0, result.output
+    doc = tomllib.loads(out.read_text())
+    assert doc["server"] == {"me": "mx.example.com", "port": 2525, "children": 12,
+                             "idle_children": 3, "max_from_ip": 4, "user": "nobody"}
+    assert f"children = 12  # {unit}:2" in out.read_text()
+    missing = run(str(directory), "-o", str(tmp_path / "x.toml"),
+                  "--defaults", str(tmp_path / "nope"))
+    assert missing.exit_code == 78 and "No such file" in missing.output
+    assert not (tmp_path / "x.toml").exists()

@@ -256,6 +256,13 @@ def _greylisting(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None
         t.option(plugin, "db_path", f"{directory}/greylisting.sqlite", line.origin)
 
 
+def _spamassassin(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+    _simple("spamassassin", "spamassassin", SPAMASSASSIN, None)(qp, t, line, args)
+    address = t.plugin("spamassassin", line.origin).options.get("address")
+    if address and str(address.value).startswith("/"):
+        address.value = f"unix:{address.value}"  # qpsmtpd: a path is spamd's socket
+
+
 def _clamdscan(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
     opts = pairs(t, line, args)
     plugin = t.plugin("clamav", line.origin)
@@ -317,7 +324,7 @@ HANDLERS: dict[str, Handler] = {
     "karma": _simple("karma", "karma", {"negative": "negative",
                                         "penalty_days": "penalty_days"}),
     "greylisting": _greylisting,
-    "spamassassin": _simple("spamassassin", "spamassassin", SPAMASSASSIN, None),
+    "spamassassin": _spamassassin,
     "virus/clamdscan": _clamdscan,
     "headers": _basicheaders,
     "check_basicheaders": _basicheaders,

@@ -40,6 +40,11 @@ def _me(qp: QpsmtpdDir, t: Translation) -> None:
     line = qp.first("me")
     if line:
         t.set("server.me", line.text.split()[0], line.origin)
+    else:
+        t.drop(qp.path("me"), "me (absent)",
+               "qpsmtpd used the host name, and rcpt_ok accepted mail for it; "
+               "qsmtp's server.me defaults to the host's FQDN, which is a relay "
+               "domain only if listed in relay.domains")
 
 
 def _number(t: Translation, line: Line, name: str) -> int | None:
