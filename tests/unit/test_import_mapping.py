@@ -231,3 +231,12 @@ def test_invalid_result_is_a_config_error(tmp_path):
     t.set("server.timeout", 0, "test")
     with pytest.raises(ConfigError, match="server.timeout"):
         check(t, tmp_path)
+
+
+def test_files_no_listed_plugin_reads_are_dropped(tmp_path):
+    t = translate(qpsmtpd_dir(tmp_path, plugins="queue/maildir /tmp/m\n",
+                              badhelo="aol.com\n", dnsbl_zones="zen.example\n"))
+    dropped = "\n".join(t.dropped)
+    assert "badhelo: read by helo or check_spamhelo, which config/plugins" in dropped
+    assert "dnsbl_zones: read by dnsbl" in dropped
+    assert t.plugins == []

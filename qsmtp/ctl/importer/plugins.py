@@ -45,15 +45,35 @@ IMPLIED = {
 }
 
 
+# Files only a plugin reads: unused (and so dropped) when none of them is listed.
+READ_BY = {
+    "badhelo": ("helo", "check_spamhelo"),
+    "badmailfrom": ("badmailfrom", "check_badmailfrom"),
+    "badrcptto": ("badrcptto", "check_badrcptto"),
+    "dnsbl_zones": ("dnsbl",), "dnsbl_allow": ("dnsbl",), "dnsbl_rejectmsg": ("dnsbl",),
+    "rhsbl_zones": ("rhsbl",), "rhsbl_allow": ("rhsbl",),
+    "hosts_allow": ("hosts_allow",), "flat_auth_pw": ("auth/auth_flat_file",),
+    "invalid_resolvable_fromhost": ("resolvable_fromhost", "require_resolvable_fromhost"),
+    "denysoft_greylist": ("greylisting",),
+}
+
+
 def map_plugins(qp: QpsmtpdDir, t: Translation) -> None:
     lines = qp.lines("plugins")
     if not lines:
         t.ask(qp.path("plugins"), "no plugin list: qpsmtpd would run no checks and queue "
                                   "nothing; review the [[plugins]] of the result")
+    listed = set()
     for line in lines:
         name, *args = line.text.split()
-        handle_line(qp, t, line, name.split(":")[0] if "::" not in name else name, args)
+        name = name.split(":")[0] if "::" not in name else name
+        listed.add(name)
+        handle_line(qp, t, line, name, args)
     checks.unused_pattern_files(qp, t)
+    for name, readers in READ_BY.items():
+        if qp.lines(name) and not listed.intersection(readers):
+            t.drop(qp.path(name), name, f"read by {' or '.join(readers)}, which "
+                                        "config/plugins does not list")
     if "queue.backend" not in t.keys:
         t.ask(qp.path("plugins"), "no queue plugin: qpsmtpd deferred every message (4xx); "
                                   "qsmtp stores into the default maildir "
