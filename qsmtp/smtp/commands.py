@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Callable
 
 from qsmtp import log as qlog
+from qsmtp import domains
 from qsmtp.smtp import auth, chars, transfer
 from qsmtp.smtp.address import AddressError, parse_path, split_path
 from qsmtp.smtp.reader import BARE, TOO_LONG
@@ -117,7 +118,7 @@ def _greeting(conv: "Conversation", host: str, esmtp: bool) -> None:
     verb = "EHLO" if esmtp else "HELO"
     if not host or " " in host:
         return conv.reply(Reply(501, "5.5.4", f"Syntax: {verb} hostname"))
-    reason = chars.refused(host)
+    reason = chars.refused(host) or _non_ascii_not_a_domain(host)
     if reason is not None:  # never reaches Received: or a plugin
         return conv.reply(Reply(501, "5.5.4", f"Syntax: {verb} hostname ({reason})"))
     conv.drop_transaction()
@@ -127,6 +128,18 @@ def _greeting(conv: "Conversation", host: str, esmtp: bool) -> None:
         conv.session.helo_host = host
         conv.session.esmtp = esmtp
     conv.reply(reply)
+
+
+def _non_ascii_not_a_domain(host: str) -> str | None:
+    """A non-ASCII HELO name must be a domain of U-labels (RFC 6531 3.7.1,
+    IDNA 2008). ASCII junk is left to the helo plugin's policy, as qpsmtpd did."""
+    if host.isascii():
+        return None
+    try:
+        domains.to_ascii(host)
+    except domains.DomainError:
+        return "not a domain under IDNA 2008"
+    return None
 
 
 def ehlo_reply(conv: "Conversation") -> Reply:

@@ -174,3 +174,21 @@ def test_internationalised_from_domain_is_looked_up_as_a_labels(dns):
         result = plugin(idn).hook_data_post(sess)
     assert result[0] is Result.DENY
     assert sess.transaction.notes["dmarc"].from_domain == "xn--bcher-kva.test"
+
+
+@pytest.mark.parametrize("header, domain", [
+    ("From: a@weiß.test", "xn--wei-7ka.test"),  # IDNA 2008; IDNA 2003 said weiss.test
+    ("From: a@XN--Wei-7ka.Test.", "xn--wei-7ka.test"),
+    ("From: a@\u212aiwi.test", "\u212aiwi.test"),  # refused by IDNA 2008: never kiwi.test
+])
+def test_from_domain_is_the_idna2008_a_label(header, domain):
+    from helpers.fakes import FakeBody
+    from qsmtp.plugins.builtin._sender_auth import from_domain_of, parse_headers
+    body = FakeBody(header.encode() + b"\nSubject: x\n\nbody\n")
+    assert from_domain_of(parse_headers(body)) == domain
+
+
+def test_alignment_compares_a_labels():
+    psl = PublicSuffixList.load("dmarc", PSL_PATH)
+    assert psl.aligned("xn--wei-7ka.test", "weiß.test", strict=True)
+    assert not psl.aligned("kiwi.test", "\u212aiwi.test", strict=True)
