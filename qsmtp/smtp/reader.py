@@ -38,7 +38,22 @@ class PeerClosed(Exception):
 
 
 class ReadTimeout(Exception):
-    """No complete command line / no DATA bytes within the timeout."""
+    """No complete command line / no DATA bytes within the timeout, or (the
+    subclasses) a client too slow on average: all end in 421 4.4.2."""
+
+    text = "Timeout"
+
+
+class DataTooSlow(ReadTimeout):
+    """The DATA transfer averaged below min_data_rate past `timeout`."""
+
+    text = "Data rate too low"
+
+
+class SessionTooLong(ReadTimeout):
+    """The session passed max_session_time."""
+
+    text = "Session too long"
 
 
 class StopRequested(Exception):
@@ -59,9 +74,15 @@ class DataStatus:
 class Reader:
     def __init__(self, sock: socket.socket, timeout: float,
                  flush: Callable[[], None], touch: Callable[[], None] | None = None,
-                 stopping: Callable[[], bool] | None = None):
+                 stopping: Callable[[], bool] | None = None, *,
+                 min_data_rate: int = 0, max_session_time: float = 0):
         self.sock = sock
         self.timeout = float(timeout)
+        # A per-wait timeout alone lets 1 byte every timeout-1 s hold a
+        # worker forever: these two bound the average and the whole.
+        self.min_data_rate = min_data_rate
+        self.session_end = (time.monotonic() + max_session_time
+                            if max_session_time else float("inf"))
         self.flush = flush
         self.touch = touch or (lambda: None)
         self.stopping = stopping
@@ -69,13 +90,17 @@ class Reader:
         self.watch_tls_hello = False  # set by the engine before the first command
 
     # -- raw input ---------------------------------------------------------
-    def _recv(self, deadline: float, idle: bool = False) -> None:
-        """Append one recv() to the buffer; flushes pending replies first."""
+    def _recv(self, deadline: float, idle: bool = False,
+              too_slow: type[ReadTimeout] = ReadTimeout) -> None:
+        """Append one recv() to the buffer; flushes pending replies first.
+        `deadline` passing raises `too_slow`; the session's end, SessionTooLong."""
         self.flush()
+        if self.session_end < deadline:
+            deadline, too_slow = self.session_end, SessionTooLong
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ReadTimeout()
+                raise too_slow()
             poll = idle and self.stopping is not None
             self.sock.settimeout(min(remaining, STOP_POLL) if poll else remaining)
             try:
@@ -169,6 +194,7 @@ class Reader:
         buffered (pipelined commands)."""
         status = DataStatus()
         at_line_start = True  # the buffer starts at the beginning of a line
+        started, received = time.monotonic(), len(self.buf)
         while True:
             buf = self.buf
             if at_line_start and buf.startswith(b".\r\n"):
@@ -189,7 +215,19 @@ class Reader:
                 at_line_start = self._data_piece(bytes(buf[:cut]), at_line_start,
                                                  status, sink, limit)
                 del buf[:cut]
-            self._recv(time.monotonic() + self.timeout)
+            before = len(self.buf)
+            self._recv(*self._data_deadline(started, received))
+            received += len(self.buf) - before
+
+    def _data_deadline(self, started: float, received: int) -> tuple[float, bool, type]:
+        """When the next DATA bytes are due: `timeout` from now, or sooner,
+        the moment the average rate since DATA began drops below
+        min_data_rate (never before `timeout` has passed in all)."""
+        wait = time.monotonic() + self.timeout
+        if not self.min_data_rate:
+            return wait, False, ReadTimeout
+        slow = started + max(self.timeout, received / self.min_data_rate)
+        return (slow, False, DataTooSlow) if slow < wait else (wait, False, ReadTimeout)
 
     @staticmethod
     def _data_piece(piece: bytes, at_line_start: bool, status: DataStatus,

@@ -80,7 +80,10 @@ class Conversation:
         stopping = ((lambda: control.stopping and self.session.transaction is None)
                     if control is not None else None)
         touch = control.touch if control is not None else None
-        self.reader = Reader(sock, app.config.server.timeout, self.flush, touch, stopping)
+        server = app.config.server
+        self.reader = Reader(sock, server.timeout, self.flush, touch, stopping,
+                             min_data_rate=server.min_data_rate,
+                             max_session_time=server.max_session_time)
 
     # -- output ------------------------------------------------------------
     def reply(self, reply: Reply) -> None:
@@ -205,10 +208,11 @@ def run_session(app: Any, sock: socket.socket, conn: ConnectionInfo,
     except AbortSession:
         summary.result = "aborted"
         _last_words(conv, Reply(421, "4.3.2", f"{conv.me} Service shutting down"))
-    except ReadTimeout:
+    except ReadTimeout as exc:
         summary.result = "timeout"
-        log.info("session %s: %s timed out", conv.session.id, conn.peer_ip)
-        _last_words(conv, Reply(421, "4.4.2", f"{conv.me} Timeout"))
+        log.info("session %s: %s timed out: %s", conv.session.id, conn.peer_ip,
+                 exc.text.lower())
+        _last_words(conv, Reply(421, "4.4.2", f"{conv.me} {exc.text}"))
     except StopRequested:
         summary.result = _outcome(conv)
         _last_words(conv, Reply(421, "4.3.2", f"{conv.me} Service shutting down"))
