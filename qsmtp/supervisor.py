@@ -95,7 +95,10 @@ class Supervisor(FleetMixin):
         self.registry.set_generation(1)
         gc.freeze()  # objects loaded so far stay shared (copy-on-write) in workers
         config_path = self.app.config.path
-        self.registry.publish(config=config_path)
+        # `qsmtpctl config show` names the sockets really served (systemd's).
+        self.registry.publish(config=config_path, listeners=[
+            {"address": l.address, "service": l.service, "systemd": l.inherited}
+            for l in self.listeners])
         log.info("supervisor %d: config %s; %s; up to %s, %d idle", os.getpid(),
                  config_path or "(built-in defaults)",
                  listeners_mod.describe(self.listeners),

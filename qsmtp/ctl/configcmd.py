@@ -41,12 +41,17 @@ def validate(path: str | None, flags: Mapping[str, Any] | None = None) -> Config
     return config
 
 
-def show_lines(config: Config) -> list[str]:
-    """TOML-ish: sections in table order, `key = value  # origin`."""
+def show_lines(config: Config, listeners: list[dict] | None = None) -> list[str]:
+    """TOML-ish: sections in table order, `key = value  # origin`. With the
+    running instance's `listeners` from systemd, `listen` shows those (the
+    file's value is ignored under socket activation)."""
     lines = [f"# effective configuration of {config.path or '(built-in defaults)'}"]
     for section in SECTIONS:
         rows = [(s.key, toml_value(config.get(s.name)), config.origin[s.name])
                 for s in SETTINGS if s.section == section]
+        if section == "server" and listeners and any(l.get("systemd") for l in listeners):
+            rows = [_systemd_listen(listeners) if key == "listen" else (key, value, origin)
+                    for key, value, origin in rows]
         width = max(len(f"{key} = {value}") for key, value, _ in rows)
         lines += ["", f"[{section}]"]
         lines += [f"{f'{key} = {value}'.ljust(width)}  # {origin}"
@@ -57,8 +62,31 @@ def show_lines(config: Config) -> list[str]:
     return lines
 
 
+def _systemd_listen(listeners: list[dict]) -> tuple[str, str, str]:
+    addresses = toml_value([l["address"] for l in listeners])
+    names = ", ".join(l["service"] for l in listeners)
+    return "listen", addresses, f"from systemd ({names}); the file's value is ignored"
+
+
+def running_listeners(config: Config) -> list[dict] | None:
+    """The sockets the running instance serves (published at start), or
+    None when none runs or its registry is not ours to read."""
+    from qsmtp.registry import NotRunning, Registry, RegistryPermissionError
+
+    try:
+        registry = Registry.attach(config.server.runtime_dir)
+    except (NotRunning, RegistryPermissionError, OSError):
+        return None
+    try:
+        return registry.published().get("listeners")
+    finally:
+        registry.detach()
+
+
 @config_group.command("show")
 @config_option
 def show() -> None:
-    """The effective configuration, each value marked default, file or flag."""
-    click.echo("\n".join(show_lines(load_config())))
+    """The effective configuration, each value marked default, file or flag
+    (or, for the listen addresses of an instance systemd started, systemd)."""
+    config = load_config()
+    click.echo("\n".join(show_lines(config, running_listeners(config))))

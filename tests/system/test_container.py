@@ -227,6 +227,38 @@ def test_restart_under_load_refuses_no_connection(container):
         json.dump(counts, handle)
 
 
+# The documented way to switch submission on while qsmtp serves (README,
+# packaging/README.md, the socket unit): one transaction, in which the
+# service's stop runs first (port 25 keeps queuing), then the new socket,
+# then the service with both fds. `enable --now` alone is refused by systemd
+# while the service runs ("Socket service qsmtp.service already active").
+SUBMISSION_ON = ("systemctl enable qsmtp-submission.socket && "
+                 "systemctl restart qsmtp.service qsmtp-submission.socket")
+
+
+def test_submission_switched_on_under_load_refuses_nothing_on_25(container):
+    box = container
+    assert box.run("systemctl is-active qsmtp-submission.socket", check=False
+                   ).stdout.strip() == "inactive"
+    assert box.run("systemctl is-active qsmtp.service").stdout.strip() == "active"
+    stored = _maildir_count(box)
+    with timed(f"submission_on_{box.release}"):
+        counts = _send_under(box, SUBMISSION_ON, seconds=10.0)
+    assert counts["refused"] == 0 and counts["failed"] == 0, counts
+    assert counts["ok"] >= 20, counts
+    assert _maildir_count(box) == stored + counts["ok"]
+    assert box.run("systemctl is-active qsmtp-submission.socket").stdout.strip() == "active"
+    assert box.run("systemctl is-enabled qsmtp-submission.socket").stdout.strip() == "enabled"
+    out = box.run("swaks --server 127.0.0.1:587 --from alice@example.test "
+                  "--to erin@example.test", timeout=60).stdout
+    assert "<-  250 2.0.0 Ok: queued as " in out, out
+    # the same supervisor serves both: its workers hold the 587 listener
+    shown = box.run("qsmtpctl config show").stdout
+    assert "submission" in shown and "587" in shown, shown
+    with open(os.path.join(ARTIFACTS, f"submission-{box.release}.json"), "w") as handle:
+        json.dump(counts, handle)
+
+
 def test_package_upgrade_under_load_refuses_no_connection(container):
     # An upgrade (here: the same .deb again) restarts a running service but
     # never the socket, so clients keep connecting throughout.
