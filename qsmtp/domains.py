@@ -130,6 +130,3 @@ class DomainSet:
         except DomainError:
             return False
         return name in self.exact or name.endswith(self.suffixes)
-
-    def __bool__(self) -> bool:
-        return bool(self.exact)
