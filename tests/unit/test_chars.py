@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qsmtp.smtp.chars import escape, refused
 
@@ -33,3 +35,17 @@ def test_not_refused(text):
 def test_escape(text, escaped):
     assert escape(text) == escaped
     assert escape(text).encode("utf-8")  # always valid UTF-8
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_wire_bytes_escape_to_one_clean_utf8_line(raw):
+    import unicodedata
+    text = raw.decode("utf-8", "surrogateescape")
+    out = escape(text)
+    out.encode("utf-8")  # no lone surrogate: valid UTF-8
+    assert not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in out)
+    if refused(text) is not None:
+        assert out != text
+    elif text.isascii():
+        assert out == text  # printable ASCII is left alone
