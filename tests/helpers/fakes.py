@@ -1,30 +1,26 @@
-"""Small stand-ins shared by the plugin tests (units only).
+"""Small builders shared by the plugin tests (units only).
 
-`FakeBody` has the MessageBody surface the plugins use (header_block,
-iter_chunks, size); `make_session` builds a Session with one transaction.
+`message_body` is a real MessageBody fed the way the engine feeds it;
+`make_session` builds a Session with one transaction holding one.
 """
 
 from __future__ import annotations
 
 from qsmtp.smtp.address import Address
+from qsmtp.smtp.message import SPOOL_THRESHOLD, MessageBody
 from qsmtp.smtp.state import ConnectionInfo, Session
 
 
-class FakeBody:
-    def __init__(self, message: bytes, chunk: int = 7):
-        head, sep, rest = message.partition(b"\n\n")
-        self.header_block = head + sep
-        self.rest = rest
-        self.chunk = chunk
-
-    @property
-    def size(self) -> int:
-        return len(self.header_block) + len(self.rest)
-
-    def iter_chunks(self):
-        yield self.header_block
-        for i in range(0, len(self.rest), self.chunk):  # odd sizes on purpose
-            yield self.rest[i:i + self.chunk]
+def message_body(message: bytes, piece: int = 7,
+                 threshold: int = SPOOL_THRESHOLD) -> MessageBody:
+    """A MessageBody written `piece` bytes at a time (odd sizes on purpose:
+    below the spool threshold the body keeps those pieces as its chunks),
+    on disk past `threshold` bytes."""
+    body = MessageBody(spool_threshold=threshold)
+    for start in range(0, len(message), piece):
+        body.write(message[start:start + piece])
+    body.finish()
+    return body
 
 
 def addr(text: str) -> Address:
@@ -42,19 +38,13 @@ def make_session(config, message: bytes = b"Subject: hi\n\nbody\n", sender="s@a.
     txn = sess.new_transaction()
     txn.sender = addr(sender) if sender else Address(local="", domain=None, raw="<>")
     txn.recipients = [addr(r) for r in rcpts]
-    txn.body = FakeBody(message)
+    txn.body = message_body(message)
     return sess
 
 
 def session_with_spooled_body(config, message: bytes, threshold: int = 1 << 20) -> Session:
-    """A session whose transaction holds a real MessageBody, fed in 64 KiB
-    pieces as the engine does, on disk past `threshold` bytes."""
-    from qsmtp.smtp.message import MessageBody
-
+    """A session whose message is fed in 64 KiB pieces as the engine does,
+    on disk past `threshold` bytes."""
     sess = make_session(config)
-    body = MessageBody(spool_threshold=threshold)
-    for start in range(0, len(message), 1 << 16):
-        body.write(message[start:start + (1 << 16)])
-    body.finish()
-    sess.transaction.body = body
+    sess.transaction.body = message_body(message, 1 << 16, threshold)
     return sess

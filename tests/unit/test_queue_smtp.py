@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.fakes import FakeBody
+from helpers.fakes import message_body
 
 from qsmtp.plugins.api import PluginError
 from qsmtp.plugins.builtin.queue_smtp import parse_upstream, wire_chunks
@@ -13,7 +13,7 @@ from qsmtp.plugins.builtin.queue_smtp import parse_upstream, wire_chunks
 class Txn:
     def __init__(self, message, headers=(), chunk=7):
         self.added_headers = list(headers)
-        self.body = FakeBody(message, chunk)
+        self.body = message_body(message, chunk)
 
 
 def reference(message: bytes) -> bytes:

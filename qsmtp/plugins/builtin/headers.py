@@ -28,6 +28,7 @@ from typing import Any
 
 from qsmtp.plugins.api import Plugin
 from qsmtp.smtp.chars import escape
+from qsmtp.smtp.message import MessageBody
 
 _AUTH_RESULTS = re.compile(rb"(?mi)^(?=Authentication-Results[ \t]*:)")
 _RENAMED_PREFIX = b"X-Original-"
@@ -67,16 +68,10 @@ def received_value(session: Any, txn: Any, me: str, date: str | None = None) -> 
     return "\n\t".join(lines)
 
 
-def rename_auth_results(body: Any) -> None:
-    """Rename Authentication-Results: fields in the message's header block.
-
-    Uses `body.rename_header` when MessageBody offers it; otherwise edits the
-    `header_block` bytes (only field names at a line start are touched, so
-    folded continuation lines and the body are left alone)."""
-    renamer = getattr(body, "rename_header", None)
-    if renamer is not None:
-        renamer("Authentication-Results", "X-Original-Authentication-Results")
-        return
+def rename_auth_results(body: MessageBody) -> None:
+    """Rename Authentication-Results: fields in the message's header block:
+    only field names at a line start are touched, so folded continuation
+    lines and the body are left alone."""
     block = body.header_block
     renamed = _AUTH_RESULTS.sub(_RENAMED_PREFIX, block)
     if renamed != block:

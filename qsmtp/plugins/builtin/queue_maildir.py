@@ -121,7 +121,7 @@ class QueueMaildir(Plugin):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             body = txn.body
-            if getattr(body, "spooled", False) or body.size > _ONE_WRITE:  # stream it
+            if body.spooled or body.size > _ONE_WRITE:  # stream it
                 with open(fd, "wb", buffering=_BUFFER, closefd=False) as out:
                     out.write(envelope_headers(txn))
                     for chunk in body.iter_chunks():
