@@ -62,7 +62,8 @@ def test_hostile_paths_and_idna_live(serve):
         assert command(sock, b"MAIL FROM:<a@" + kelvin + b"> SMTPUTF8").startswith(b"553 5.1.8 ")
         assert command(sock, "MAIL FROM:<jörg@client.test> SMTPUTF8".encode()) \
             .startswith(b"250 2.1.0 ")
-        assert command(sock, b"RCPT TO:<u\xe2\x80\xa8@xn--strae-oqa.test>").startswith(b"553 5.1.3 ")
+        reply = command(sock, b"RCPT TO:<u\xe2\x80\xa8@xn--strae-oqa.test>")
+        assert reply.startswith(b"553 5.1.3 ")
         assert command(sock, b"RCPT TO:<u@" + kelvin + b">").startswith(b"553 5.1.3 ")
         assert command(sock, b"RCPT TO:<u@strasse.test>").startswith(b"550 5.7.1 ")
         # The A-label of the configured U-label domain is the same domain.

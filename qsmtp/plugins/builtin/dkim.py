@@ -215,7 +215,7 @@ class Dkim(Plugin):
         except dkim.DKIMException as exc:
             verdict.reason = f"{type(exc).__name__}: {_reason(exc)}"
         fields = getattr(checker, "signature_fields", None) or {}
-        verdict.domain = _text(fields.get(b"d")).lower()
+        verdict.domain = domains.comparable(_text(fields.get(b"d")))  # A-label, as DMARC aligns
         verdict.selector = _text(fields.get(b"s"))
         verdict.b = "".join(_text(fields.get(b"b")).split())[:8]
         return verdict
