@@ -30,7 +30,8 @@ CODES: tuple[ExitCode, ...] = (
     ExitCode(EX_FAIL, "EX_FAIL",
              "`qsmtp serve`: cannot start (address in use, pid file held, cannot "
              "switch user); `qsmtpctl`: no instance is running, a reload was refused, "
-             "a stop timed out, a `user` command failed"),
+             "a stop timed out, the registry's supervisor pid could not be proven "
+             "(nothing signalled), a `user` command failed"),
     ExitCode(EX_USAGE, "EX_USAGE / EX_UNREADABLE",
              "usage error from click (unknown flag, a value that does not parse); "
              "`qsmtpctl`: the registry exists but cannot be read (the line says which "

@@ -125,13 +125,24 @@ def flags_table() -> str:
 def keys_tables() -> str:
     out = []
     for section in SECTIONS:
-        out += [f"#### `[{section}]`", "", "| key | type | default | flag | meaning |",
-                "|---|---|---|---|---|"]
+        out += [f"#### `[{section}]`", "",
+                "| key | type | default | range (why the bound) | flag | meaning |",
+                "|---|---|---|---|---|---|"]
         for s in (s for s in SETTINGS if s.section == section):
             flag = f"`{s.flags[0]}`" if s.flags else "-"
-            out.append(f"| `{s.key}` | {_type(s)} | `{_toml(s.default)}` | {flag} | {s.help} |")
+            out.append(f"| `{s.key}` | {_type(s)} | `{_toml(s.default)}` | {_range(s)} "
+                       f"| {flag} | {s.help} |")
         out.append("")
     return "\n".join(out)
+
+
+def _range(setting) -> str:
+    """Every number has an upper bound with its reason (settings.between)."""
+    bounds = getattr(setting.check, "bounds", None)
+    if not bounds:
+        return "-"
+    low, high, why = bounds
+    return f"{low}..{high}" + (f" ({why})" if why else "")
 
 
 def exit_codes_table() -> str:

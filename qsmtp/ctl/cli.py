@@ -171,6 +171,7 @@ def reload(timeout: float, wait_workers: bool) -> None:
     pid = sup["pid"]
     before = {"generation": sup["generation"], "time": sup["reload_time"],
               "state": sup["state"]}
+    _prove(registry, pid)
     signal_supervisor(pid, signal.SIGHUP, "reload")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -204,6 +205,7 @@ def stop(timeout: float | None) -> None:
     pid = snap["supervisor"]["pid"]
     timeout = settings["server.grace"] + 15 if timeout is None else timeout
     unit = _systemd_unit(pid)
+    _prove(registry, pid)
     signal_supervisor(pid, signal.SIGTERM, "stop")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -217,6 +219,18 @@ def stop(timeout: float | None) -> None:
         time.sleep(0.1)
     registry.detach()
     fail(f"qsmtp (pid {pid}) still stopping after {timeout:g} s", EX_FAIL)
+
+
+def _prove(registry, pid: int) -> None:
+    """Signal only a pid proven to be this qsmtp's supervisor (ctl/proof.py):
+    with --user the registry is the service user's to write."""
+    from qsmtp.ctl.proof import NotProven, verified_supervisor
+
+    try:
+        verified_supervisor(registry, pid)
+    except NotProven as exc:
+        registry.detach()
+        fail(f"refusing to signal: {exc}", EX_FAIL)
 
 
 def _systemd_unit(pid: int) -> str | None:
