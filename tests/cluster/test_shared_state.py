@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
+import signal
 import pathlib
 import smtplib
 import subprocess
@@ -155,6 +157,27 @@ def test_d_one_client_gets_exactly_the_cluster_limit(state_cluster):
     assert sum(line.startswith(b"220") for line in lines) == N, lines
     assert sum(line.startswith(b"421 4.7.0") for line in lines) == 2 * N
     assert c.view(ip)["connections"] == 2 * N
+
+
+def test_d_a_dead_workers_place_expires(state_cluster):
+    """kill -9 of the worker holding a client's only place: the place is
+    not given back, so it counts until its lease (2 s) runs out."""
+    c = state_cluster('[[plugins]]\nname = "limit"\nconcurrency = 1\nlease = 2\n')
+    ip = "127.0.0.78"
+    sock, line = _open(c.hosts[0], ip)
+    assert line.startswith(b"220")
+    pid = next(w["pid"] for w in c.hosts[0].snapshot()["workers"] if w["peer"] == ip)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    sock.close()
+
+    def greeted_on_b():
+        other, line = _open(c.hosts[1], ip)
+        other.close()
+        return line.startswith(b"220") or time.sleep(0.2)
+    assert not greeted_on_b()  # the dead session still counts, on every host
+    wait_for(greeted_on_b, 10, what="the lease to run out")
+    assert 1.0 < time.monotonic() - killed < 2 + 1.5
 
 
 def test_d_through_haproxy(cluster, redis):
