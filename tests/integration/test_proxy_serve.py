@@ -162,3 +162,13 @@ def test_dns_plugins_look_up_the_proxied_client(serve):
         asked = {name for name, _, _ in dns.queries}
         assert {"7.2.0.192.bl.test", "8.2.0.192.bl.test"} <= asked
         assert not any(name.endswith("0.0.127.bl.test") for name in asked)
+
+
+def test_ipv6_client_behind_an_ipv4_balancer(serve):
+    srv = serve(extra_toml=PROXY_TOML)
+    header = build_v2(("2001:db8::7", 40000), ("2001:db8::25", 25))
+    sock, banner = proxied(srv.port, header)
+    assert banner.startswith(b"220 ")
+    assert wait_for(lambda: status_peers(srv)) == {"2001:db8::7": 1}
+    assert chat(sock, "QUIT").startswith(b"221")
+    sock.close()
