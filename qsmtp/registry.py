@@ -132,6 +132,11 @@ def _remove_stale(runtime_dir: str) -> None:
     data = read_published(runtime_dir)
     if data is None:
         return
+    if "shm_id" not in data:  # only the key: a creation that was interrupted
+        _remove_half_created(data.get("key"))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(runtime_dir, PUBLISHED))
+        return
     pid = int(data.get("pid", 0))
     shm = None
     with contextlib.suppress(sysv_ipc.Error, KeyError, TypeError, ValueError):
@@ -156,6 +161,25 @@ def _remove_stale(runtime_dir: str) -> None:
                 sem.remove()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(runtime_dir, PUBLISHED))
+
+
+def _remove_half_created(key: Any) -> None:
+    """The segment a killed start left under the key it published first:
+    maybe without a header (zero-filling a large segment takes a while).
+    Ours if our uid created it; dead if nobody has it attached (a live
+    registry always has its supervisor attached)."""
+    if not isinstance(key, int) or isinstance(key, bool):
+        return
+    with contextlib.suppress(sysv_ipc.Error):
+        shm = sysv_ipc.SharedMemory(key)
+        shm.detach()
+        row = _ipc_row("shm", shm.id)
+        if row is None or row["nattch"] != "0" or int(row["cuid"]) != os.geteuid():
+            return
+        log.warning("removing a half-created registry (shm %d, key %d) left by an "
+                    "interrupted start", shm.id, key)
+        sysv_ipc.remove_shared_memory(shm.id)
+        sysv_ipc.Semaphore(key).remove()
 
 
 def _remove_orphans() -> None:
@@ -206,7 +230,7 @@ class Registry:
         os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
         _remove_stale(runtime_dir)
         _remove_orphans()
-        shm, sem = cls._new_objects(HEADER_SIZE + slots * SLOT_SIZE, mode)
+        shm, sem = cls._new_objects(HEADER_SIZE + slots * SLOT_SIZE, mode, runtime_dir)
         try:
             for obj in (shm, sem):
                 if owner_uid is not None:
@@ -226,12 +250,16 @@ class Registry:
         return reg
 
     @staticmethod
-    def _new_objects(size: int, mode: int) -> tuple[sysv_ipc.SharedMemory, sysv_ipc.Semaphore]:
-        """A fresh random key for both objects (IPC_CREX, retried on clashes)."""
+    def _new_objects(size: int, mode: int, runtime_dir: str
+                     ) -> tuple[sysv_ipc.SharedMemory, sysv_ipc.Semaphore]:
+        """A fresh random key for both objects (IPC_CREX, retried on clashes),
+        published before the objects exist: a start killed half-way leaves
+        the key behind, and the next start removes what it finds under it."""
         for _ in range(64):
             # Our own key from the OS, not sysv_ipc's rand(): a forked process
             # shares that generator's state and would draw the same keys.
             key = secrets.randbelow(0x7FFFFFFE) + 1
+            _publish(runtime_dir, {"key": key, "pid": os.getpid(), "version": VERSION})
             try:
                 shm = sysv_ipc.SharedMemory(key, sysv_ipc.IPC_CREX, mode=mode, size=size,
                                             init_character=b"\0")
