@@ -182,9 +182,9 @@ def test_internationalised_from_domain_is_looked_up_as_a_labels(dns):
     ("From: a@\u212aiwi.test", "\u212aiwi.test"),  # refused by IDNA 2008: never kiwi.test
 ])
 def test_from_domain_is_the_idna2008_a_label(header, domain):
-    from helpers.fakes import FakeBody
+    from helpers.fakes import message_body
     from qsmtp.plugins.builtin._sender_auth import from_domain_of, parse_headers
-    body = FakeBody(header.encode() + b"\nSubject: x\n\nbody\n")
+    body = message_body(header.encode() + b"\nSubject: x\n\nbody\n")
     assert from_domain_of(parse_headers(body)) == domain
 
 
