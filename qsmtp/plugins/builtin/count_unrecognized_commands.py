@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qsmtp.plugins.api import DENYSOFT_DISCONNECT, Option, Plugin, PluginError
+from qsmtp.plugins.api import DENYSOFT_DISCONNECT, Option, Plugin
 from qsmtp.plugins.builtin.naughty import adjust_karma
 
 NOTE = "unrec_cmd_count"
@@ -26,11 +26,7 @@ class CountUnrecognizedCommands(Plugin):
     """Disconnects a client after `count` unrecognized commands."""
 
     options = {"count": Option(int, 4, "unknown verbs before disconnecting",
-                                bounds=(0, 1000))}
-
-    def setup(self) -> None:
-        if self.opts.count < 1:
-            raise PluginError(self.name, "count", "must be at least 1")
+                                bounds=(1, 1000))}
 
     def hook_unrecognized_command(self, session: Any, verb: str, argument: Any) -> Any:
         seen = session.notes.get(NOTE, 0) + 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import Option, Plugin
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
 
@@ -46,8 +46,6 @@ class Fcrdns(Plugin):
     }
 
     def setup(self) -> None:
-        if self.opts.max_names < 1:
-            raise PluginError(self.name, "max_names", "must be at least 1")
         self.resolver = _dns.make_resolver(self)
 
     def confirm(self, ip: str) -> tuple[list[str], str | None]:
