@@ -65,9 +65,13 @@ class Greylisting(Plugin):
 
     options = {
         "db_path": Option(str, "", "SQLite file; default <state_dir>/greylisting.sqlite"),
-        "black_timeout": Option(int, 3000, "seconds a new triplet stays refused"),
-        "grey_timeout": Option(int, 12000, "seconds a new triplet may take to retry"),
-        "white_timeout": Option(int, 3110400, "seconds a passed triplet stays known"),
+        # upper bounds: a year; triplets are kept that long, the store grows
+        "black_timeout": Option(int, 3000, "seconds a new triplet stays refused",
+                                bounds=(1, 365 * 86400)),
+        "grey_timeout": Option(int, 12000, "seconds a new triplet may take to retry",
+                               bounds=(1, 365 * 86400)),
+        "white_timeout": Option(int, 3110400, "seconds a passed triplet stays known",
+                                bounds=(1, 365 * 86400)),
         "mode": Option(str, "denysoft", "denysoft, testonly or off",
                        choices=("denysoft", "testonly", "off")),
         "remote_ip": Option(bool, True, "client IP is part of the key"),
@@ -84,8 +88,6 @@ class Greylisting(Plugin):
         o = self.opts
         if not 0 < o.black_timeout < o.grey_timeout:
             raise PluginError(self.name, "black_timeout", "must be > 0 and < grey_timeout")
-        if o.white_timeout <= 0:
-            raise PluginError(self.name, "white_timeout", "must be > 0")
         if not 8 <= o.ipv4_prefix <= 32:
             raise PluginError(self.name, "ipv4_prefix", "must be 8..32")
         if not (o.remote_ip or o.sender or o.recipient):

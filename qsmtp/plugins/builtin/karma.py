@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import Option, Plugin
 from qsmtp.state import StateUnavailable, karma_store, sqlite_path
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, adjust_karma
 
@@ -53,17 +53,17 @@ class Karma(Plugin):
 
     options = {
         "db_path": Option(str, "", "SQLite file; default <state_dir>/karma.sqlite"),
-        "negative": Option(int, 1, "score at or below -negative is naughty"),
-        "positive": Option(int, 3, "history (nice - naughty) of a good sender"),
-        "penalty_days": Option(float, 1.0, "days in the penalty box"),
+        "negative": Option(int, 1, "score at or below -negative is naughty",
+                           bounds=(1, 1_000_000)),
+        "positive": Option(int, 3, "history (nice - naughty) of a good sender",
+                           bounds=(1, 1_000_000)),
+        # a year: entries are kept twice as long, and the store must be pruned
+        "penalty_days": Option(float, 1.0, "days in the penalty box", bounds=(0.001, 365)),
         "action": Option(str, "denysoft_disconnect", "for IPs in the penalty box",
                          choices=ACTIONS),
     }
 
     def setup(self) -> None:
-        for key in ("negative", "positive", "penalty_days"):
-            if getattr(self.opts, key) <= 0:
-                raise PluginError(self.name, key, "must be > 0")
         self.store = karma_store(self.config, sqlite_path(
             self.config, self.opts.db_path, "karma.sqlite"))
         self.keep = max(KEEP, 2 * self.opts.penalty_days * DAY)
