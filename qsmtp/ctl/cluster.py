@@ -17,7 +17,6 @@ from typing import Any
 from qsmtp.config import peek
 from qsmtp.state import StateUnavailable
 from qsmtp.state.clientlimits import cluster_view
-from qsmtp.state.redis import where
 
 KEYS = ("state.backend", "state.url", "server.state_dir")
 
@@ -28,6 +27,7 @@ def view(config_path: str | None, local: dict[str, int]) -> dict[str, Any] | Non
     values = peek(config_path, KEYS)
     if values["state.backend"] != "redis":
         return None
+    from qsmtp.state.redis import where  # redis-py only when configured (startup time)
     config = SimpleNamespace(
         state=SimpleNamespace(backend="redis", url=values["state.url"]),
         server=SimpleNamespace(state_dir=values["server.state_dir"]))

@@ -19,10 +19,10 @@ When the store can't be used (`StateUnavailable`), each feature decides:
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
-from qsmtp.state import redis as redis_backend
 from qsmtp.state.base import GreyRules, GreyStore, KarmaStore, LeaseStore
 from qsmtp.state.errors import StateUnavailable
 from qsmtp.state.sqlite import SqliteGrey, SqliteKarma, SqliteLeases
@@ -30,19 +30,23 @@ from qsmtp.state.sqlite import SqliteGrey, SqliteKarma, SqliteLeases
 __all__ = ["GreyRules", "LeaseStore", "StateUnavailable", "grey_store", "karma_store", "lease_store",
            "redis_configured", "sqlite_path"]
 
-_connections: dict[str, redis_backend.Connection] = {}  # url -> one per process
+_connections: dict[str, Any] = {}  # url -> redis Connection, one per process
 
 
 def redis_configured(config: Any) -> bool:
     return config.state.backend == "redis"
 
 
-def _redis(config: Any) -> redis_backend.Connection:
+def _redis(config: Any) -> tuple[Any, Any]:
+    """(the redis backend module, this process's Connection to the url).
+    Imported on first use: redis-py costs ~0.3 s and a few MB at start, which
+    a single host on SQLite (and every qsmtpctl run) should not pay."""
+    backend = importlib.import_module("qsmtp.state.redis")
     url = config.state.url
     conn = _connections.get(url)
     if conn is None:
-        conn = _connections[url] = redis_backend.Connection(url)
-    return conn
+        conn = _connections[url] = backend.Connection(url)
+    return backend, conn
 
 
 def sqlite_path(config: Any, path: str, filename: str) -> str:
@@ -52,13 +56,15 @@ def sqlite_path(config: Any, path: str, filename: str) -> str:
 
 def karma_store(config: Any, path: str) -> KarmaStore:
     if redis_configured(config):
-        return redis_backend.RedisKarma(_redis(config))
+        backend, conn = _redis(config)
+        return backend.RedisKarma(conn)
     return SqliteKarma(path)
 
 
 def grey_store(config: Any, path: str) -> GreyStore:
     if redis_configured(config):
-        return redis_backend.RedisGrey(_redis(config))
+        backend, conn = _redis(config)
+        return backend.RedisGrey(conn)
     return SqliteGrey(path)
 
 
@@ -66,5 +72,6 @@ def lease_store(config: Any, path: str, feature: str) -> LeaseStore:
     """Expiring sets for `feature` ("auth", "limit:conn" ...): `path` is the
     SQLite file, `feature` the Redis key namespace."""
     if redis_configured(config):
-        return redis_backend.RedisLeases(_redis(config), feature)
+        backend, conn = _redis(config)
+        return backend.RedisLeases(conn, feature)
     return SqliteLeases(path, feature)
