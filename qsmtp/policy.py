@@ -161,9 +161,6 @@ class BootLoopThrottle:
             return self.next_spawn
         return None
 
-    def allowed(self, now: float) -> bool:
-        return self.throttled_until(now) is None
-
     def status_text(self, now: float) -> str | None:
         until = self.throttled_until(now)
         if until is None:

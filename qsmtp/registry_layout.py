@@ -63,18 +63,30 @@ PACK_D = struct.Struct("<d").pack
 PACK_I = struct.Struct("<I").pack
 
 
+def plain_ip(ip: str) -> str:
+    """The one form of a client IP everywhere (sessions, logs, the per-IP
+    count): IPv4-mapped IPv6 (`::ffff:192.0.2.7`) becomes IPv4, an IPv6
+    scope id (`%eth0`) is dropped; anything that is no IP is returned as is."""
+    ip = ip.split("%", 1)[0]
+    try:
+        raw = socket.inet_pton(socket.AF_INET6, ip) if ":" in ip else None
+    except OSError:
+        return ip
+    if raw is not None and raw[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    return ip
+
+
 def normalise_peer(ip: str | None) -> tuple[int, bytes]:
-    """-> (family 4/6, 16 bytes); IPv4-mapped IPv6 becomes IPv4; (0, zeros) if
-    there is no usable IP (unix socket, garbage), which is never counted."""
+    """-> (family 4/6, 16 bytes) of plain_ip(ip); (0, zeros) if there is no
+    usable IP (unix socket, garbage), which is never counted."""
     if not ip:
         return 0, bytes(16)
-    ip = ip.split("%", 1)[0]  # drop an IPv6 scope id
+    ip = plain_ip(ip)
     try:
         raw = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
     except OSError:
         return 0, bytes(16)
-    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
-        raw = raw[12:]
     if len(raw) == 4:
         return 4, raw + bytes(12)
     return 6, raw

@@ -26,6 +26,7 @@ import time
 
 from qsmtp import log as qlog
 from qsmtp import proxy_gate, systemd
+from qsmtp.registry_layout import plain_ip
 from qsmtp.smtp.state import ConnectionInfo
 
 from qsmtp.smtp.session import AbortSession, run_session
@@ -64,11 +65,7 @@ class Control:
 
 
 def peer_of(address: tuple) -> tuple[str, int]:
-    """IPv4-mapped IPv6 (::ffff:192.0.2.7) -> plain IPv4."""
-    host, port = address[0], address[1]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host.split("%", 1)[0], port
+    return plain_ip(address[0]), address[1]
 
 
 class Worker:
@@ -212,17 +209,17 @@ class Worker:
         self._gossip(BUSY)
         self._title("busy", peer)
         started = time.monotonic()
-        summary = None
+        summary, aborted = None, False
         try:
             self.in_session = True
             summary = run_session(self.app, conn, info, self.control)
-            self.in_session = False
         except AbortSession:
-            self.in_session = False
-            log.info("session from %s aborted", peer, extra={"peer": peer})
+            aborted = True
         finally:
-            self.in_session = False
+            self.in_session = False  # before anything else: no abort past this point
             _close(conn)
+        if aborted:
+            log.info("session from %s aborted", peer, extra={"peer": peer})
         self.served += 1
         if self.stop:
             # Leaving: stop holding the listening sockets at once, so the

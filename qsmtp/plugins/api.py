@@ -149,10 +149,6 @@ class Plugin:
     def setup(self) -> None:
         """Load-time initialisation; override as needed."""
 
-    def hooks(self) -> list[str]:
-        return [attr[5:] for attr in dir(type(self))
-                if attr.startswith("hook_") and attr[5:] in HOOKS]
-
 
 def _check_option(plugin: str, key: str, opt: Option, value: Any) -> Any:
     if opt.type is float and isinstance(value, int) and not isinstance(value, bool):

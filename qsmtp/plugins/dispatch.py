@@ -200,11 +200,11 @@ def _sid(session: Any) -> str:
 def _passthrough_exceptions() -> tuple[type[BaseException], ...]:
     """Exceptions that must cross the dispatcher untouched.  AbortSession is
     meant to be a BaseException (then `except Exception` already skips it);
-    listing it here keeps that true even if it is ever an Exception."""
-    try:
-        from qsmtp.smtp.session import AbortSession
-    except ImportError:  # engine not present (unit tests of plugins alone)
-        return ()
+    listing it here keeps that true even if it is ever an Exception.
+    Imported here: the engine imports the plugin API, not the other way round
+    at load time."""
+    from qsmtp.smtp.session import AbortSession
+
     return (AbortSession,)
 
 

@@ -38,12 +38,8 @@ SENDER_OK = Reply(250, "2.1.0", "Sender ok")
 RCPT_OK = Reply(250, "2.1.5", "Recipient ok")
 RCPT_NOBODY = Reply(450, "4.7.1", "Recipient not accepted here, try later")
 TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients")
-TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 OK = Reply(250, "2.0.0", "Ok")
 VRFY_DEFAULT = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
-HELP = Reply(214, "2.0.0", ("qsmtp commands:",
-                            "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
-                            "See RFC 5321"))
 NO_TLS = Reply(502, "5.5.1", "STARTTLS not available")
 TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
 TLS_READY = Reply(220, "2.0.0", "Ready to start TLS")
@@ -250,7 +246,7 @@ def _check_mail_params(conv: "Conversation", params: dict[str, str | None]) -> R
             if value is None or not value.isdigit() or not value.isascii():
                 return Reply(501, "5.5.4", "Bad SIZE parameter")
             if int(value) > conv.config.server.databytes:
-                return TOO_BIG
+                return transfer.TOO_BIG
         elif key == "BODY":
             if value is None or value.upper() not in ("7BIT", "8BITMIME"):
                 return Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
@@ -329,3 +325,4 @@ VERBS: dict[str, Handler] = {
     "DATA": do_data, "RSET": do_rset, "NOOP": do_noop, "QUIT": do_quit,
     "VRFY": do_vrfy, "HELP": do_help, "STARTTLS": do_starttls, "AUTH": do_auth,
 }
+HELP = Reply(214, "2.0.0", ("qsmtp commands:", " ".join(VERBS), "See RFC 5321"))

@@ -64,10 +64,6 @@ def test_naughty_and_whitelisted():
     assert plugin().hook_connect(sess) is None and sess.waits == []  # no delay either
 
 
-def test_without_engine_support_does_nothing():
-    assert plugin().hook_connect(make_session(CONFIG)) is None
-
-
 @pytest.mark.parametrize("opts", [{"wait": -1}, {"wait": 30}, {"check_at": "helo"},
                                   {"action": "drop"}])
 def test_bad_options(opts):

@@ -128,12 +128,12 @@ def test_backoff_table(ages, want_delay):
 
 def test_throttle_status_text():
     throttle = BootLoopThrottle()
-    assert throttle.status_text(0.0) is None and throttle.allowed(0.0)
+    assert throttle.status_text(0.0) is None and throttle.throttled_until(0.0) is None
     for _ in range(6):
         throttle.record_exit(age=0.01, now=100.0)
     assert throttle.status_text(100.0) == \
         "throttled: workers dying at start, next spawn in 3.2 s"
-    assert not throttle.allowed(103.0) and throttle.allowed(103.2)
+    assert throttle.throttled_until(103.0) and throttle.throttled_until(103.2) is None
     throttle.record_healthy()
     assert throttle.status_text(100.0) is None
 

@@ -131,6 +131,21 @@ def test_normalise_peer(text, family, shown):
     assert layout.format_peer(got_family, raw) == shown
 
 
+@pytest.mark.parametrize("text, plain", [
+    ("192.0.2.7", "192.0.2.7"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    ("::FFFF:c000:207", "192.0.2.7"),
+    ("fe80::1%eth0", "fe80::1"),
+    ("2001:db8::1", "2001:db8::1"),
+    ("/run/qsmtp.sock", "/run/qsmtp.sock"),
+])
+def test_plain_ip_is_the_worker_and_registry_form(text, plain):
+    from qsmtp.worker import peer_of
+
+    assert layout.plain_ip(text) == plain
+    assert peer_of((text, 25)) == (plain, 25)
+
+
 def test_layout_sizes():
     assert layout.SLOT_SIZE == 80
     assert layout.HEADER.size <= layout.HEADER_SIZE == 128

@@ -8,10 +8,9 @@ DATA command, before the 354 reply (a client must not send the message
 before it).  Connections marked `whitelisthost` are not checked (and not
 delayed).
 
-Needs from the engine: `session.peek_early_talk(wait) -> bool` (see the
-report/ARCHITECTURE): True when client bytes are already buffered or arrive
-within `wait` seconds, without consuming them.  Without it the plugin logs
-once and does nothing.
+Uses the engine's `session.peek_early_talk(wait) -> bool`: True when client
+bytes are already buffered or arrive within `wait` seconds, without
+consuming them.
 
 Options:
 - `wait` (float seconds, default 1.0, 0..hook_timeout): how long to listen.
@@ -51,20 +50,13 @@ class Earlytalker(Plugin):
     }
 
     def setup(self) -> None:
-        budget = getattr(getattr(self.config, "server", None), "hook_timeout", None)
-        if self.opts.wait < 0 or (budget is not None and self.opts.wait >= budget):
+        budget = self.config.server.hook_timeout
+        if self.opts.wait < 0 or self.opts.wait >= budget:
             raise PluginError(self.name, "wait",
                               f"must be >= 0 and below server.hook_timeout ({budget})")
-        self._warned = False
 
     def _talked(self, session: Any) -> bool:
-        peek = getattr(session, "peek_early_talk", None)
-        if peek is None:
-            if not self._warned:
-                self._warned = True
-                self.log.warning("engine offers no peek_early_talk(); earlytalker inactive")
-            return False
-        return bool(peek(self.opts.wait))
+        return bool(session.peek_early_talk(self.opts.wait))
 
     def _check(self, session: Any, message: str) -> Any:
         if trusted(session) or not self._talked(session):
