@@ -9,7 +9,9 @@ process.  What nobody cannot change:
   kernel: the supervisor creates the segment itself, before any drop;
 - that the process has this very segment attached (/proc/PID/maps names it
   `/SYSV<key>` with the segment id as inode): the live supervisor always
-  has, a process that merely reuses a dead supervisor's pid has not;
+  has, a process that merely reuses a dead supervisor's pid has not (root
+  without CAP_SYS_PTRACE may not read the maps: then the process must have
+  started before the segment was made);
 - systemd's MainPID of the qsmtp unit the process runs in.
 The header pid must agree with all of them; otherwise we refuse.  A caller
 that is not root can only signal its own processes anyway (the kernel
@@ -42,6 +44,11 @@ def verified_supervisor(registry: Any, pid: int) -> int:
     try:
         cmdline = _read(f"/proc/{pid}/cmdline")
         attached = os.geteuid() != 0 or _has_attached(pid, int(row["key"]), shm_id)
+    except PermissionError:
+        # root without CAP_SYS_PTRACE (a container's default) may not read
+        # another user's maps: then the process must at least be older than
+        # the segment (a reused pid is younger).
+        attached = _started_before(pid, int(row["ctime"]))
     except OSError:
         raise NotProven(f"supervisor pid {pid} is gone") from None
     if b"qsmtp" not in cmdline:
@@ -61,6 +68,18 @@ def _has_attached(pid: int, key: int, shm_id: int) -> bool:
         if len(fields) >= 6 and fields[4] == str(shm_id).encode() and fields[5] == name:
             return True
     return False
+
+
+def _started_before(pid: int, ctime: int) -> bool:
+    """The process started no later than the segment's last change (whole
+    seconds in /proc/sysvipc/shm, hence the one second of slack)."""
+    try:
+        ticks = int(_read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in _read("/proc/stat").splitlines()
+                    if line.startswith(b"btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    return boot + ticks / os.sysconf("SC_CLK_TCK") <= ctime + 1
 
 
 def _read(path: str) -> bytes:

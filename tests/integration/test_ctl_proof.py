@@ -96,12 +96,24 @@ def test_a_reused_pid_without_the_segment_is_not_signalled(serve, base, monkeypa
             assert proof.verified_supervisor(registry, srv.pid) == srv.pid
             real_row = proof._shm_row
 
-            def reused(shm_id):
-                return dict(real_row(shm_id), cpid=str(impostor.pid))
+            def reused(shm_id):  # ... and the segment made a while before it
+                row = real_row(shm_id)
+                return dict(row, cpid=str(impostor.pid), ctime=str(int(row["ctime"]) - 10))
 
             monkeypatch.setattr(proof, "_shm_row", reused)
             with pytest.raises(proof.NotProven, match="does not have the registry attached"):
                 proof.verified_supervisor(registry, impostor.pid)
+
+            # Root without CAP_SYS_PTRACE cannot read maps: the impostor is
+            # younger than the segment, the real supervisor older.
+            def no_ptrace(*args):
+                raise PermissionError(13, "Permission denied")
+
+            monkeypatch.setattr(proof, "_has_attached", no_ptrace)
+            with pytest.raises(proof.NotProven, match="does not have the registry attached"):
+                proof.verified_supervisor(registry, impostor.pid)
+            monkeypatch.setattr(proof, "_shm_row", real_row)
+            assert proof.verified_supervisor(registry, srv.pid) == srv.pid
     finally:
         impostor.kill()
         impostor.wait()
