@@ -27,7 +27,7 @@ PROTOCOLS = ("v1", "v2", "any")
 
 # v2 address families (high nibble) x transports (low nibble) we accept
 _V2_FAMILIES = {0x11: (4, 12), 0x21: (6, 36)}  # TCP over IPv4 / IPv6: (version, size)
-_V2_UNSPEC = 0x00
+_V2_NO_ADDRESS = 0x00  # family and transport unspecified
 
 
 class ProxyError(ValueError):
@@ -135,7 +135,7 @@ def _parse_v2(buf: bytes) -> tuple[Header, int]:
     payload = buf[16:16 + length]
     if command == 0:  # LOCAL: the balancer's own connection (health check)
         return Header(2, True, None, None, _tlvs(payload, 0)), 16 + length
-    if family == _V2_UNSPEC:  # PROXY with no address: the spec says use the real one
+    if family == _V2_NO_ADDRESS:  # PROXY with no address: the spec says use the real one
         return Header(2, True, None, None, _tlvs(payload, 0)), 16 + length
     if family not in _V2_FAMILIES:
         raise ProxyError(f"v2 address family 0x{family:02x} not supported (TCP only)")
