@@ -19,7 +19,7 @@ from click.core import ParameterSource
 
 from qsmtp import config as config_mod
 from qsmtp.config import FLAG_SOURCE, ConfigError
-from qsmtp.exitcodes import EX_CONFIG, EX_FAIL
+from qsmtp.exitcodes import EX_CONFIG, EX_FAIL, EX_OK
 from qsmtp.settings import SETTINGS, Setting
 
 log = logging.getLogger("qsmtp")
@@ -177,7 +177,7 @@ def _config_invalid(error: ConfigError, socks: list, config_path, flags):
     loaded = mode.run()
     if loaded is None:
         listeners.close_all(socks)
-        sys.exit(0)
+        sys.exit(EX_OK)
     config, app = loaded
     _config, account = _checked(config_path, flags)
     log_mod.setup(debug=config.server.debug, quiet=config.server.quiet)

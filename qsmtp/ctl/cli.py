@@ -20,7 +20,7 @@ from qsmtp.ctl.configcmd import config_group
 from qsmtp.ctl.importer.command import import_qpsmtpd
 from qsmtp.ctl.metrics import metrics_http
 from qsmtp.ctl.users import user_group
-from qsmtp.exitcodes import EX_FAIL, EX_SOFTWARE
+from qsmtp.exitcodes import EX_FAIL, EX_OK, EX_SOFTWARE
 from qsmtp.log import plural
 
 EPILOG = ("Exit codes: 0 ok, 1 not running or failed, 2 registry unreadable, "
@@ -186,7 +186,7 @@ def reload(timeout: float, wait_workers: bool) -> None:
         if outcome:
             registry.detach()
             click.echo(outcome[1])
-            raise click.exceptions.Exit(0 if outcome[0] else EX_FAIL)
+            raise click.exceptions.Exit(EX_OK if outcome[0] else EX_FAIL)
     registry.detach()
     doc = render.as_json(snap, time.time())
     gen = doc["supervisor"]["generation"]
