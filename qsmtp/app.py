@@ -38,10 +38,16 @@ def _tls_context(config: Config, source: str) -> ssl.SSLContext | None:
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # OpenSSL's errors name neither the file nor the key: open each first.
+    for key, path in (("tls.cert", config.tls.cert), ("tls.key", config.tls.key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(source, key,
+                              f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         context.load_cert_chain(config.tls.cert, config.tls.key)
-    except FileNotFoundError as exc:
-        raise ConfigError(source, "tls.cert", f"cannot read {exc.filename}") from None
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(source, "tls.cert", f"cannot load certificate/key: {exc}") from None
     return context

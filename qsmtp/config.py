@@ -52,6 +52,9 @@ class Config:
     plugins: list[dict[str, Any]] = field(default_factory=list)
     path: str | None = None
     sections: dict[str, bool] = field(default_factory=dict)  # present in the file
+    # `qsmtpctl config check`: plugins verify what they would create, and
+    # create nothing.
+    check_only: bool = False
 
     def __post_init__(self) -> None:
         for section in SECTIONS:
@@ -176,7 +179,8 @@ def load(path: str | None = None, flags: Mapping[str, Any] | None = None) -> Con
 
 
 def peek(path: str | None, names: tuple[str, ...],
-         flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
+         flags: Mapping[str, Any] | None = None,
+         origin: dict[str, str] | None = None) -> dict[str, Any]:
     """Best effort, never raises: the few values needed while the file is
     invalid (where the registry is, the banner host).  Each value the file or
     a flag gives is used when it alone passes its checks, else the default."""
@@ -192,15 +196,22 @@ def peek(path: str | None, names: tuple[str, ...],
         table = data.get(section)
         candidates = [table.get(key) if isinstance(table, dict) else None,
                       (flags or {}).get(name)]
-        for value in candidates:
+        for value, where in zip(candidates, ("file", "flag")):
             if value is None:
                 continue
             try:
                 value = _coerce(BY_NAME[name], value, "")
             except ConfigError:
-                continue
-            if BY_NAME[name].check is None or not BY_NAME[name].check(value):
+                value = None
+            if value is not None and (BY_NAME[name].check is None
+                                      or not BY_NAME[name].check(value)):
                 values[name] = value
+                if origin is not None:
+                    origin[name] = where
+            elif origin is not None:
+                origin[name] = f"default (the {where}'s value is invalid)"
+        if origin is not None:
+            origin.setdefault(name, "default")
     return values
 
 

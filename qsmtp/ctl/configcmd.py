@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import click
 
-from qsmtp.config import Config, ConfigError, load
-from qsmtp.ctl.common import config_option, config_path, fail, load_config, toml_value
-from qsmtp.exitcodes import EX_CONFIG
+from qsmtp.config import Config, ConfigError, load, peek
+from qsmtp.ctl.common import config_option, config_path, fail, toml_value
+from qsmtp.exitcodes import EX_CONFIG, EX_NOPERM
 from qsmtp.settings import SECTIONS, SETTINGS
 
 
@@ -21,22 +22,47 @@ def config_group() -> None:
 @config_group.command("check")
 @config_option
 @click.argument("path", required=False, metavar="[PATH]")
-def check(path: str | None) -> None:
-    """Validate a config file and its plugins, as `qsmtp serve` would (exit 78
-    with `file: key: reason` when it is bad)."""
+@click.option("--as-user", "as_user", metavar="NAME", default=None,
+              help="Check as this user [default: server.user, else the service's "
+                   "qsmtp account when it exists].")
+def check(path: str | None, as_user: str | None) -> None:
+    """Validate a config file and its plugins as a reload of `qsmtp serve`
+    would, as the service user, creating nothing.  Exit 78 with `file: key:
+    reason` when it is bad, 77 when the caller may not check it."""
+    from qsmtp.ctl import checkas
+
+    path = config_path(path)
     try:
-        validate(config_path(path))
+        account = checkas.service_user(path, as_user)
     except ConfigError as exc:
         fail(str(exc), EX_CONFIG)
-    click.echo(f"{config_path(path) or '(built-in defaults)'}: OK")
+    as_whom = f" (as {account.name})" if account else ""
+    if account and os.geteuid() == 0 and account.uid != 0:
+        code, message = checkas.run_as(account, lambda: validate(path, check_only=True))
+        if code:
+            fail(message, code)
+    else:
+        try:
+            validate(path, check_only=True)
+        except ConfigError as exc:
+            if checkas.callers_own_problem(exc, account):
+                fail(f"{exc}: cannot check as {account.name} from this account; run as "
+                     f"root or as {account.name}", EX_NOPERM)
+            fail(str(exc), EX_CONFIG)
+        if account and os.geteuid() != account.uid:
+            as_whom = ""
+    click.echo(f"{path or '(built-in defaults)'}: OK{as_whom}")
 
 
-def validate(path: str | None, flags: Mapping[str, Any] | None = None) -> Config:
+def validate(path: str | None, flags: Mapping[str, Any] | None = None,
+             check_only: bool = False) -> Config:
     """The one validation `config check` (and `import-qpsmtpd`) runs: the file,
-    then its plugins and TLS as `qsmtp serve` loads them.  Raises ConfigError."""
+    then its plugins and TLS as `qsmtp serve` loads them.  Raises ConfigError.
+    `check_only`: plugins create nothing (the maildir is only checked)."""
     from qsmtp.app import App
 
     config = load(path, flags)
+    config.check_only = check_only
     App.load(config)
     return config
 
@@ -87,6 +113,15 @@ def running_listeners(config: Config) -> list[dict] | None:
 @config_option
 def show() -> None:
     """The effective configuration, each value marked default, file or flag
-    (or, for the listen addresses of an instance systemd started, systemd)."""
-    config = load_config()
+    (or, for the listen addresses of an instance systemd started, systemd).
+    From a broken file: what can be read, the error on stderr, exit 78."""
+    path = config_path()
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        origin: dict[str, str] = {}
+        values = peek(path, tuple(s.name for s in SETTINGS), origin=origin)
+        click.echo("\n".join(show_lines(Config(values=values, origin=origin, path=path))))
+        fail(f"qsmtpctl: {exc} (values shown: what could be read, defaults elsewhere)",
+             EX_CONFIG)
     click.echo("\n".join(show_lines(config, running_listeners(config))))

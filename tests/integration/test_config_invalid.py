@@ -117,6 +117,8 @@ def test_qsmtpctl_works_with_a_broken_file(serve):
     assert "qsmtp_up 1" in ctl(srv, "status", "--format", "prometheus").stdout
     shown = ctl(srv, "config", "show")
     assert shown.returncode == 78 and "invalid TOML" in shown.stderr
+    assert f'runtime_dir = "{srv.runtime_dir}"  # file' in shown.stdout
+    assert "children = 15" in shown.stdout and "# default" in shown.stdout
     out = ctl(srv, "stop")
     assert out.returncode == 0 and out.stdout.startswith(f"stopped (pid {srv.pid})"), out
     down = ctl(srv, "status", "--format", "prometheus")
@@ -126,6 +128,7 @@ def test_qsmtpctl_works_with_a_broken_file(serve):
 def test_ttou_retires_one_idle_worker_at_once_ttin_starts_one(serve):
     srv = serve(children=8, idle_children=4)
     wait_for(lambda: len(srv.workers()) == 4, 5, what="4 workers")
+    assert f"config {srv.config_path};" in srv.log()  # the start-up line names the file
     t0 = time.monotonic()
     srv.signal(signal.SIGTTOU)
     wait_for(lambda: len(srv.workers()) == 3, 2, what="3 workers after TTOU")

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -284,3 +285,48 @@ def test_stop_waits_until_registry_is_gone(conf, supervisor):
     assert result.stdout.strip() == f"stopped (pid {supervisor.pid})"
     assert supervisor.wait(timeout=5) == 0
     assert ctl("status", "--config", conf).returncode == 1
+
+
+# ---- config check: no side effects, as the service user ----------------------------
+def _conf_with_maildir(tmp_path, maildir) -> str:
+    path = tmp_path / "check.toml"
+    path.write_text(f'[queue]\npath = "{maildir}"\n[relay]\ndomains = ["example.test"]\n')
+    os.chmod(tmp_path, 0o755)
+    os.chmod(path, 0o644)
+    return str(path)
+
+
+def test_config_check_creates_nothing(tmp_path):
+    maildir = tmp_path / "spool" / "maildir"
+    path = _conf_with_maildir(tmp_path, maildir)
+    result = CliRunner().invoke(cli, ["config", "check", path])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "spool").exists()
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="needs root to check as another user")
+def test_config_check_as_root_checks_as_the_service_user(runtime_dir):  # noqa: F811
+    tmp_path = Path(runtime_dir)  # reachable by nobody
+    # Root could create the maildir; the service user (here nobody) could
+    # not, and the reload would fail: so does the check, creating nothing.
+    root_only = tmp_path / "root-only"
+    root_only.mkdir(mode=0o755)
+    path = _conf_with_maildir(tmp_path, root_only / "maildir")
+    result = ctl("config", "check", path, "--as-user", "nobody")
+    assert result.returncode == 78, result
+    assert result.stderr.strip() == (f"{path}: plugins.queue/maildir.queue.path: cannot "
+                                     f"create maildir {root_only}/maildir: Permission denied")
+    assert not (root_only / "maildir").exists()
+    os.chmod(root_only, 0o777)
+    result = ctl("config", "check", path, "--as-user", "nobody")
+    assert result.returncode == 0 and result.stdout == f"{path}: OK (as nobody)\n", result
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="needs root to run as nobody")
+def test_config_check_callers_own_permission_problem_is_not_78(runtime_dir):  # noqa: F811
+    tmp_path = Path(runtime_dir)
+    path = _conf_with_maildir(tmp_path, tmp_path / "maildir")
+    os.chmod(path, 0o600)  # root's file: nobody cannot read it
+    result = ctl("config", "check", path, "--as-user", "root", user="nobody")
+    assert result.returncode == 77, result
+    assert "permission denied" in result.stderr and "run as root or as root" in result.stderr

@@ -3,7 +3,9 @@
 Implied when `[queue] backend = "maildir"` (the default).  No options.
 
 The directory and its tmp/ new/ cur/ are created at load time (mode 0700) if
-missing; if that fails the server refuses to start.  Each transaction becomes
+missing; if that fails, or they are not writable, the server refuses to start
+(or the reload is refused).  `qsmtpctl config check` only checks that this
+would work, and creates nothing.  Each transaction becomes
 ONE file, LF line ends (the Maildir convention):
 
     Return-Path: <sender>
@@ -40,16 +42,23 @@ class QueueMaildir(Plugin):
 
     def setup(self) -> None:
         self.path = os.path.abspath(self.config.queue.path)
+        dirs = [self.path] + [os.path.join(self.path, s) for s in _SUBDIRS]
+        missing = [d for d in dirs if not os.path.isdir(d)]
         try:
-            created = [d for d in [self.path] + [os.path.join(self.path, s) for s in _SUBDIRS]
-                       if not os.path.isdir(d)]
-            for directory in created:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-            self.give_to_service_user(created)
+            if self.config.check_only:
+                _check_creatable(missing)
+            else:
+                for directory in missing:
+                    os.makedirs(directory, mode=0o700, exist_ok=True)
+                self.give_to_service_user(missing)
         except (OSError, KeyError) as exc:
             raise PluginError(self.name, "queue.path",
                               f"cannot create maildir {self.path}: "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        for directory in dirs[2:0:-1]:  # new/, tmp/: where a delivery writes
+            if directory not in missing and not os.access(directory, os.W_OK | os.X_OK):
+                raise PluginError(self.name, "queue.path",
+                                  f"cannot write to maildir {directory}: Permission denied")
         self.tmp_dir = os.path.join(self.path, "tmp")
         self.new_dir = os.path.join(self.path, "new")
         self._dir_fd: int | None = None  # new/, opened once per worker process
@@ -160,3 +169,18 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _check_creatable(missing: list[str]) -> None:
+    """Raise the OSError os.makedirs would, without creating anything."""
+    if not missing:
+        return
+    parent = os.path.dirname(missing[0])
+    while parent and not os.path.isdir(parent):
+        if os.path.exists(parent):
+            raise FileExistsError(17, "File exists (not a directory)", parent)
+        parent = os.path.dirname(parent)
+    if os.path.exists(missing[0]):
+        raise FileExistsError(17, "File exists (not a directory)", missing[0])
+    if not os.access(parent or ".", os.W_OK | os.X_OK):
+        raise PermissionError(13, "Permission denied", parent)
