@@ -217,7 +217,7 @@ class Worker:
             aborted = True
         finally:
             self.in_session = False  # before anything else: no abort past this point
-            _close(conn)
+            _close_session(conn)
         if aborted:
             log.info("session from %s aborted", peer, extra={"peer": peer})
         self.served += 1
@@ -283,6 +283,22 @@ def _close(conn: socket.socket) -> None:
         conn.close()
     except OSError:
         pass
+
+
+def _close_session(conn: socket.socket) -> None:
+    """Close after our last reply without losing it: a command the client
+    pipelined behind it (EHLO right after the banner, while we say 421 at a
+    stop) would make close() send a RST, and the client's kernel would drop
+    our 421 unread.  FIN first, then discard what is already queued."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.setblocking(False)
+        for _ in range(16):  # bounded: never wait for a client here
+            if not conn.recv(65536):
+                break
+    except OSError:
+        pass
+    _close(conn)
 
 
 def _set_title(title: str) -> None:
