@@ -88,9 +88,17 @@ def cli() -> None:
     """qsmtp: a pre-forking SMTP server with qpsmtpd-style plugins."""
 
 
-@cli.command()
+SERVE_EPILOG = ("Exit codes: 0 stopped cleanly, 1 cannot start (address in use, pid file, "
+                "user switch), 2 usage error, 70 internal error, 78 bad config. Under "
+                "socket activation a bad config does not exit: every connection gets "
+                "421 4.3.0 until a reload (HUP) finds the file valid.")
+
+
+@cli.command(epilog=SERVE_EPILOG)
 @click.option("--config", "-c", "config_path", metavar="PATH", default=None,
-              envvar="QSMTP_CONFIG", help="TOML config file.")
+              envvar="QSMTP_CONFIG",
+              help=f"TOML config file [default: {config_mod.DEFAULT_PATH} if it exists, "
+                   f"else the built-in defaults; qsmtpctl uses the same rule].")
 @version_option
 @setting_options
 @click.pass_context

@@ -40,9 +40,13 @@ CODES: tuple[ExitCode, ...] = (
              "internal error: the supervisor failed, a worker crashed, `qsmtpctl` hit "
              "an unexpected exception (one line, never a traceback)"),
     ExitCode(EX_NOPERM, "EX_NOPERM",
-             "`qsmtpctl`: not allowed to signal the supervisor (run as root or the "
-             "service user)"),
+             "`qsmtpctl`: not allowed to signal the supervisor, or `config check` "
+             "run by an account that may not read what the service user reads (the "
+             "caller's own permission problem, not a config error): run as root or "
+             "the service user"),
     ExitCode(EX_CONFIG, "EX_CONFIG",
              "invalid config file or flag value, a plugin that fails to load, "
-             "`qsmtpctl config check` on a bad file: one line `file: key: reason`"),
+             "`qsmtpctl config check` (or `config show`) on a bad file: one line "
+             "`file: key: reason`. Under socket activation `qsmtp serve` does not "
+             "exit 78: it keeps the sockets and answers 421 until the file is fixed"),
 )

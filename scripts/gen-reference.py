@@ -36,8 +36,9 @@ REGION = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated:\2 --
 
 # `qsmtp serve` options that are not settings.
 SERVE_EXTRA = (
-    ("`--config PATH`, `-c`", "TOML config file (also `$QSMTP_CONFIG`); without it, the "
-                              "built-in defaults."),
+    ("`--config PATH`, `-c`", "TOML config file (also `$QSMTP_CONFIG`); without it "
+                              "`/etc/qsmtp/qsmtp.toml` when it exists (the file `qsmtpctl` "
+                              "also uses), else the built-in defaults."),
     ("`--version`", "Print `qsmtp VERSION` and exit 0."),
     ("`--help`, `-h`", "Usage and every option with its default, exit 0."),
 )
@@ -50,7 +51,10 @@ STATUS_FIELDS = {
     "config_error": "while the config is invalid under socket activation (every "
                     "connection gets 421): `file: key: reason`, else null",
     "supervisor.pid": "pid of the supervisor (`qsmtp serve`)",
-    "supervisor.state": "`starting`, `running`, `reloading` or `stopping`",
+    "supervisor.state": "`starting`, `running`, `reloading`, `stopping`, or "
+                        "`config-invalid` (socket-activated with a bad config: no "
+                        "workers, every connection gets 421 4.3.0 until a reload "
+                        "finds the file valid)",
     "supervisor.generation": "config generation: +1 per successful reload",
     "supervisor.sessions_total": "sessions served since start (kept in the registry "
                                  "header: survives workers retiring)",

@@ -23,8 +23,9 @@ from qsmtp.ctl.users import user_group
 from qsmtp.exitcodes import EX_FAIL, EX_OK, EX_SOFTWARE
 from qsmtp.log import plural
 
-EPILOG = ("Exit codes: 0 ok, 1 not running or failed, 2 registry unreadable, "
-          "70 internal error, 77 not allowed to signal, 78 bad config.  Shell completion: "
+EPILOG = ("Exit codes: 0 ok, 1 not running or failed (a refused reload), 2 usage error or "
+          "registry unreadable, 70 internal error, 77 not allowed (run as root or the "
+          "service user), 78 bad config.  Shell completion: "
           'eval "$(_QSMTPCTL_COMPLETE=bash_source qsmtpctl)" (zsh_source, fish_source).')
 
 
