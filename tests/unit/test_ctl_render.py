@@ -140,3 +140,45 @@ def test_cluster_view_lines():
         "192.0.2.7": {"here": 1, "sessions": 3, "connections": 9, "recipients": 20}}})
     assert up[-1] == ("  192.0.2.7: 1 here, 3 on all hosts, 9 connections and 20 "
                       "recipients in the rate windows")
+
+
+# ---- the whole reload reason, config-invalid, nothing running ------------------------
+WHOLE = "/etc/qsmtp/qsmtp.toml: plugins.queue/maildir.queue.path: cannot create maildir " \
+        "/var/spool/elsewhere/maildir: Permission denied"
+
+
+def test_whole_reload_reason_comes_from_the_published_file():
+    snap = snapshot([worker(101)], reload_status="failed", reload_reason=WHOLE[:48])
+    snap["published"] = {"config": "/etc/qsmtp/qsmtp.toml",
+                         "reload": {"status": "failed", "reason": WHOLE, "time": NOW - 60}}
+    doc = render.as_json(snap, NOW)
+    assert doc["supervisor"]["reload"]["reason"] == WHOLE
+    assert doc["config"] == "/etc/qsmtp/qsmtp.toml" and doc["running"] is True
+    text = render.human(snap, NOW)
+    assert f"last reload FAILED: {WHOLE} (generation 3 keeps serving)" in text
+    assert "config /etc/qsmtp/qsmtp.toml" in text
+    # a published outcome of another status (an older reload) is not used
+    snap["published"]["reload"]["status"] = "ok"
+    assert render.reload_reason(snap) == WHOLE[:48]
+
+
+def test_last_good_reload_is_shown():
+    assert "last reload ok, 1m00s ago" in render.human(snapshot([worker(101)]), NOW)
+
+
+def test_config_invalid_state():
+    snap = snapshot([], state="config-invalid", generation=0, reload_status="none",
+                    reload_time=0.0)
+    snap["published"] = {"config_error": "/q.toml: server.children: must be between 1 and 4096"}
+    text = render.human(snap, NOW)
+    assert "CONFIG INVALID: /q.toml: server.children: must be between 1 and 4096;" in text
+    assert "qsmtp_config_valid 0" in render.prometheus(snap, NOW)
+    assert "qsmtp_config_valid 1" in render.prometheus(SNAP, NOW)
+
+
+def test_nothing_running():
+    doc = json.loads(render.dumps_not_running("qsmtp is not running (no registry at /r)",
+                                              None))
+    assert doc == {"running": False, "reason": "qsmtp is not running (no registry at /r)",
+                   "config": None}
+    assert render.prometheus_down().splitlines()[-1] == "qsmtp_up 0"
