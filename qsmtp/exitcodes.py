@@ -22,31 +22,43 @@ EX_CONFIG = 78       # invalid config file or flag value (one line: file, key, r
 class ExitCode(NamedTuple):
     code: int
     name: str
-    meaning: str
+    meaning: str  # docs/REFERENCE.md
+    short: str = ""  # `qsmtpctl --help`
 
 
 CODES: tuple[ExitCode, ...] = (
-    ExitCode(EX_OK, "EX_OK", "success (`qsmtp serve`: stopped cleanly after TERM/INT)"),
+    ExitCode(EX_OK, "EX_OK", "success (`qsmtp serve`: stopped cleanly after TERM/INT)",
+             short="ok"),
     ExitCode(EX_FAIL, "EX_FAIL",
              "`qsmtp serve`: cannot start (address in use, pid file held, cannot "
              "switch user); `qsmtpctl`: no instance is running, a reload was refused, "
              "a stop timed out, the registry's supervisor pid could not be proven "
-             "(nothing signalled), a `user` command failed"),
+             "(nothing signalled), a `user` command failed",
+             short="not running or failed (a refused reload)"),
     ExitCode(EX_USAGE, "EX_USAGE / EX_UNREADABLE",
              "usage error from click (unknown flag, a value that does not parse); "
              "`qsmtpctl`: the registry exists but cannot be read (the line says which "
-             "group to join)"),
+             "group to join)",
+             short="usage error or registry unreadable"),
     ExitCode(EX_SOFTWARE, "EX_SOFTWARE",
              "internal error: the supervisor failed, a worker crashed, `qsmtpctl` hit "
-             "an unexpected exception (one line, never a traceback)"),
+             "an unexpected exception (one line, never a traceback)",
+             short="internal error"),
     ExitCode(EX_NOPERM, "EX_NOPERM",
              "`qsmtpctl`: not allowed to signal the supervisor, or `config check` "
              "run by an account that may not read what the service user reads (the "
              "caller's own permission problem, not a config error): run as root or "
-             "the service user"),
+             "the service user",
+             short="not allowed (run as root or the service user)"),
     ExitCode(EX_CONFIG, "EX_CONFIG",
              "invalid config file or flag value, a plugin that fails to load, "
              "`qsmtpctl config check` (or `config show`) on a bad file: one line "
              "`file: key: reason`. Under socket activation `qsmtp serve` does not "
-             "exit 78: it keeps the sockets and answers 421 until the file is fixed"),
+             "exit 78: it keeps the sockets and answers 421 until the file is fixed",
+             short="bad config"),
 )
+
+
+def summary() -> str:
+    """`0 ok, 1 ..., 78 bad config`: the exit codes in one line (--help)."""
+    return ", ".join(f"{c.code} {c.short}" for c in CODES)

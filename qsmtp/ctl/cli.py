@@ -13,6 +13,7 @@ import time
 
 import click
 
+from qsmtp import exitcodes
 from qsmtp.ctl import cluster, render
 from qsmtp.ctl.common import (NotRunningExit, attach, config_option, fail, pid_alive,
                               signal_supervisor)
@@ -23,9 +24,7 @@ from qsmtp.ctl.users import user_group
 from qsmtp.exitcodes import EX_FAIL, EX_OK, EX_SOFTWARE
 from qsmtp.log import plural
 
-EPILOG = ("Exit codes: 0 ok, 1 not running or failed (a refused reload), 2 usage error or "
-          "registry unreadable, 70 internal error, 77 not allowed (run as root or the "
-          "service user), 78 bad config.  Shell completion: "
+EPILOG = (f"Exit codes: {exitcodes.summary()}.  Shell completion: "
           'eval "$(_QSMTPCTL_COMPLETE=bash_source qsmtpctl)" (zsh_source, fish_source).')
 
 

@@ -60,6 +60,15 @@ def test_every_exit_code_is_documented_and_distinct():
     assert constants == set(numbers), "every EX_ constant needs a row in CODES"
 
 
+def test_qsmtpctl_help_lists_the_same_exit_codes():
+    from click.testing import CliRunner
+
+    assert all(code.short for code in exitcodes.CODES)
+    output = " ".join(CliRunner().invoke(ctl_cli, ["--help"]).output.split())
+    assert f"Exit codes: {exitcodes.summary()}." in output
+    assert "78 bad config" in output and "77 not allowed" in output
+
+
 def test_every_qsmtpctl_command_is_documented():
     text = section(DOC.read_text(), "qsmtpctl")
     for name, command in ctl_cli.commands.items():
