@@ -120,6 +120,23 @@ def test_every_command_the_units_and_scripts_run_is_installed(container):
     assert not missing, f"not installed by Depends on {box.release}: {missing}"
 
 
+def test_units_documentation_and_me_tell_the_truth(container):
+    # Documentation= names what the .deb installed (README.md.gz after
+    # dh_compress, the man pages); the banner names the host, not
+    # localhost.localdomain (no me in the shipped config).
+    box = container
+    for unit in ("qsmtp.service", "qsmtp.socket", "qsmtp-submission.socket"):
+        docs = box.run(f"systemctl show -P Documentation {unit}").stdout.replace('"', "").split()
+        assert "file:/usr/share/doc/qsmtp/README.md.gz" in docs, docs
+        for doc in docs:
+            path = (doc[5:] if doc.startswith("file:") else
+                    "/usr/share/man/man{1}/{0}.{1}.gz".format(*doc[4:-1].split("(")))
+            assert box.run(f"test -s {path}", check=False).returncode == 0, (unit, doc, path)
+    host = box.run("hostname").stdout.strip()
+    out = box.run("swaks --server 127.0.0.1:25 --quit-after CONNECT", timeout=60).stdout
+    assert f"<-  220 {host}.localdomain ESMTP" in out, out
+
+
 def test_status_shows_pool(container):
     box = container
     doc = _status(box)
