@@ -9,7 +9,7 @@ RUN_DIR := $(CURDIR)/.run
 PORT ?= 2525
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap bootstrap-test run test test-fast systest deb rpm soak bench clean
+.PHONY: all bootstrap bootstrap-test run test test-fast lint systest deb rpm soak bench clean
 
 all: test
 
@@ -31,6 +31,14 @@ test: bootstrap-test
 # Inner loop: no container, no packaging.
 test-fast: bootstrap-test
 	$(PY) -m pytest -q -m "not system" $(PYTEST_ARGS) tests
+
+# Style and types: ruff on everything Python, mypy on the package (both
+# configured and pinned in pyproject.toml).
+lint: bootstrap-test
+	@rc=0; \
+	$(VENV)/bin/ruff check qsmtp tests scripts bench || rc=1; \
+	$(VENV)/bin/mypy || rc=1; \
+	exit $$rc
 
 systest: bootstrap-test
 	$(PY) -m pytest -q -m system $(PYTEST_ARGS) tests

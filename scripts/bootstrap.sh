@@ -53,6 +53,6 @@ if [ ! -e "$stamp" ]; then
     rm -rf "$VENV"
     /usr/bin/python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check wheel
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test,lint]'
     touch "$stamp"
 fi
