@@ -53,6 +53,8 @@ rpm: bootstrap-test
 soak: bootstrap-test
 	QSMTP_SOAK=1 $(PY) -m pytest -q --timeout=3600 $(PYTEST_ARGS) tests/reliability
 
+# The comparison with the peers (docs/BENCHMARKS.md; ~25 min, unattended).
+# BENCH_SMOKE=1: a few minutes, checks every server and case, writes no doc.
 bench: bootstrap-test
 	@bash bench/run.sh
 

@@ -3,13 +3,19 @@
 # packages never slow `make test`). Idempotent. Never configures or starts the
 # system Postfix (/etc/postfix stays as the package made it) nor the system
 # qpsmtpd service: both peers run as private instances from bench/work/.
+# Haraka: the versions pinned in bench/peers/haraka/package-lock.json, with
+# `npm ci` into bench/work/haraka-npm (a private prefix), on the machine's
+# Node.js (Debian's nodejs + npm when there is none).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
 
-# qpsmtpd: the peer we replace; libnet-ip-perl: its relay plugin dies without
-# it. python3-aiosmtpd: the Python peer, Debian's build. matplotlib: the plot.
 need=""
-for p in postfix qpsmtpd libnet-ip-perl python3-aiosmtpd python3-matplotlib python3-venv; do
+for p in $(grep -v '^#' "$ROOT/scripts/apt/bench.txt"); do
+    case "$p" in
+        nodejs) command -v node >/dev/null 2>&1 && continue ;;
+        npm) command -v npm >/dev/null 2>&1 && continue ;;
+    esac
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || need="$need $p"
 done
 if [ -n "$need" ]; then
@@ -30,4 +36,16 @@ SEL
     if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-echo "bench: dependencies ready"
+# Haraka: reinstalled only when the lock file changed (stamp = its copy).
+prefix="$HERE/work/haraka-npm"
+lock="$HERE/peers/haraka/package-lock.json"
+if ! cmp -s "$lock" "$prefix/installed-lock.json" 2>/dev/null; then
+    rm -rf "$prefix"
+    mkdir -p "$prefix"
+    cp "$HERE/peers/haraka/package.json" "$lock" "$prefix/"
+    # --omit=optional: only the plugins package.json names (no geoip
+    # databases, no STUN lookup of a public IP); bounded in time.
+    (cd "$prefix" && timeout 900 npm ci --omit=optional --no-audit --no-fund --loglevel=error)
+    cp "$lock" "$prefix/installed-lock.json"
+fi
+echo "bench: dependencies ready (Haraka $(node -p "require('$prefix/node_modules/Haraka/package.json').version") on Node.js $(node --version))"

@@ -2,64 +2,14 @@
 docs/BENCHMARKS.md and the PNG plot.  `python3 bench/report.py` re-renders
 the doc from the last run without measuring again."""
 import json
-import statistics
 import sys
 from pathlib import Path
 
+import targets
+from figures import (ME, MIB, STACK_CASE, _med, all_servers, label, mem_figures,
+                     paired_ratio, peers, stat, stored_ok)
+
 HERE = Path(__file__).resolve().parent
-MIB = 1024.0
-ME = "qsmtp"
-
-
-def _med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def stat(data, case, server, key):
-    """(median, min, max) of one figure over the runs."""
-    xs = [r[key] for r in data["results"][case].get(server, []) if r.get(key) is not None]
-    if not xs:
-        return None, None, None
-    return statistics.median(xs), min(xs), max(xs)
-
-
-def paired_ratio(data, case, peer, key="msgs_s"):
-    """Median over rounds of qsmtp / peer, each round's pair measured
-    seconds apart (the alternation): steadier than a ratio of medians when
-    the machine's load drifts."""
-    mine = data["results"].get(case, {}).get(ME, [])
-    theirs = data["results"].get(case, {}).get(peer, [])
-    rs = [a[key] / b[key] for a, b in zip(mine, theirs) if a.get(key) and b.get(key)]
-    return statistics.median(rs) if rs else None
-
-
-def peers(data):
-    return [s for s in data["servers"] if s != ME]
-
-
-def label(data, s):
-    return data["servers"][s]["label"]
-
-
-def mem_figures(data, server):
-    """idle PSS, peak PSS (MiB), procs at peak, PSS per extra process."""
-    info = data["servers"][server]
-    idle, idle_n = info["idle_pss_kb"] / MIB, info["idle_procs"]
-    peak, peak_n = idle, idle_n
-    for case in data["results"].values():
-        for r in case.get(server, []):
-            if r["peak_pss_kb"] / MIB > peak:
-                peak, peak_n = r["peak_pss_kb"] / MIB, r["peak_procs"]
-    extra = (peak - idle) / (peak_n - idle_n) if peak_n > idle_n else None
-    return idle, peak, peak_n, extra
-
-
-def stored_ok(data, case, server):
-    rs = data["results"][case].get(server, [])
-    if not rs or not data["servers"][server]["durable"]:
-        return None
-    return all(r["stored"] == r["expected"] for r in rs)
 
 
 def fmt(x, nd=0):
@@ -88,20 +38,28 @@ def markdown_ratios(data):
         cells = [fmt_ratio(paired_ratio(data, case, p)) for p in ps]
         lines.append("| (%s) %s, msg/s | %s | %s |" % (case, cinfo["title"], fmt(me),
                                                       " | ".join(cells)))
-    if "a" in data["results"]:
-        me = stat(data, "a", ME, "cpu_ms_msg")[0]
-        cells = [fmt_ratio(paired_ratio(data, "a", p, "cpu_ms_msg")) for p in ps]
-        lines.append("| server CPU ms/msg in (a) (lower is better) | %s | %s |"
-                     % (fmt(me, 2), " | ".join(cells)))
-    mine = mem_figures(data, ME)
-    for i, what in ((0, "PSS idle, MiB"), (1, "PSS peak, MiB")):
-        cells = [ratio(mine[i], mem_figures(data, p)[i]) for p in ps]
-        lines.append("| %s (lower is better) | %.1f | %s |" % (what, mine[i], " | ".join(cells)))
+    for case in ("a", STACK_CASE):
+        if case in data["results"]:
+            me = stat(data, case, ME, "cpu_ms_msg")[0]
+            cells = [fmt_ratio(paired_ratio(data, case, p, "cpu_ms_msg")) for p in ps]
+            lines.append("| server CPU ms/msg in (%s) (lower is better) | %s | %s |"
+                         % (case, fmt(me, 2), " | ".join(cells)))
+    if ME in data["servers"]:
+        mine = mem_figures(data, ME)
+        for i, what in ((0, "PSS idle, MiB"), (1, "PSS peak, MiB")):
+            cells = [ratio(mine[i], mem_figures(data, p)[i]) if p in data["servers"] else "–"
+                     for p in ps]
+            lines.append("| %s (lower is better) | %.1f | %s |"
+                         % (what, mine[i], " | ".join(cells)))
     return "\n".join(lines)
 
 
+def cell(m, lo, hi, nd=0):
+    return "–" if m is None else "%s (%s–%s)" % (fmt(m, nd), fmt(lo, nd), fmt(hi, nd))
+
+
 def throughput_table(data):
-    ss = list(data["servers"])
+    ss = all_servers(data)
     lines = ["| case | " + " | ".join(label(data, s) for s in ss) + " |",
              "|---" * (len(ss) + 1) + "|"]
     for case, cinfo in data["cases"].items():
@@ -110,20 +68,19 @@ def throughput_table(data):
             m, lo, hi = stat(data, case, s, "msgs_s")
             ok = stored_ok(data, case, s)
             mark = "" if ok in (None, True) else " **lost mail**"
-            cells.append("%s (%s–%s)%s" % (fmt(m), fmt(lo), fmt(hi), mark))
+            cells.append(cell(m, lo, hi) + mark)
         lines.append("| (%s) `%s` | %s |" % (case, cinfo["argv"], " | ".join(cells)))
     return "\n".join(lines)
 
 
 def cpu_table(data):
-    ss = list(data["servers"])
+    ss = all_servers(data)
     lines = ["| case | " + " | ".join(label(data, s) for s in ss) + " |",
              "|---" * (len(ss) + 1) + "|"]
     for case in data["cases"]:
         cells = []
         for s in ss:
-            m, lo, hi = stat(data, case, s, "cpu_ms_msg")
-            cells.append("%s (%s–%s)" % (fmt(m, 2), fmt(lo, 2), fmt(hi, 2)))
+            cells.append(cell(*stat(data, case, s, "cpu_ms_msg"), nd=2))
         lines.append("| (%s) | %s |" % (case, " | ".join(cells)))
     return "\n".join(lines)
 
@@ -143,6 +100,22 @@ def memory_table(data):
     return "\n".join(lines)
 
 
+def stack_table(data):
+    """Case (f), the plugin stacks: throughput, CPU and memory per server."""
+    if STACK_CASE not in data["results"]:
+        return "(case f not run)"
+    lines = ["| server | msg/s | server CPU ms/msg | PSS idle, MiB (procs) | PSS peak in (f), MiB"
+             " (procs) | all stored |", "|---|---|---|---|---|---|"]
+    for s, info in data.get("stack_servers", {}).items():
+        idle, peak, peak_n, _ = mem_figures(data, s, "stack_servers", [STACK_CASE])
+        ok = stored_ok(data, STACK_CASE, s)
+        lines.append("| %s | %s | %s | %.1f (%d) | %.1f (%d) | %s |" % (
+            info["label"], cell(*stat(data, STACK_CASE, s, "msgs_s")),
+            cell(*stat(data, STACK_CASE, s, "cpu_ms_msg"), nd=2), idle, info["idle_procs"],
+            peak, peak_n, {None: "–", True: "yes", False: "**no**"}[ok]))
+    return "\n".join(lines)
+
+
 def probe_table(data):
     if "d" not in data["results"]:
         return ""
@@ -156,71 +129,9 @@ def probe_table(data):
         failed = max(r["probe"]["failed"] for r in rs)
         last = _med([r["probe"]["last_greet_s"] for r in rs])
         ok = stored_ok(data, "d", s)
+        stored = {None: "n/a (discards)", True: "yes", False: "**no**"}[ok]
         lines.append("| %s | %d | %d | %s | %s |" % (label(data, s), refused, failed,
-                                                     fmt(last, 2), {None: "n/a (discards)",
-                                                                    True: "yes", False: "**no**"}[ok]))
-    return "\n".join(lines)
-
-
-def targets(data):
-    """[(target, measured, met)] for the issue's targets that this run covers."""
-    out = []
-    R = data["results"]
-
-    def m(case, s, key="msgs_s"):
-        return stat(data, case, s, key)[0] if case in R and s in R[case] else None
-
-    def check(name, value, need, fmt_v="%.2f×"):
-        if value is None:
-            return
-        out.append((name, fmt_v % value, value >= need if need > 0 else value <= -need))
-
-    def name_of(peer):
-        return label(data, peer) if peer in data["servers"] else peer
-
-    def pr(case, peer):
-        return paired_ratio(data, case, peer) if peer in data["servers"] else None
-
-    for peer, need in (("qpsmtpd", 2.5), ("postfix", 1.5), ("aiosmtpd", 1.5), ("smtp-sink", 0.2)):
-        check("(a) ≥ %.1f× %s" % (need, name_of(peer)), pr("a", peer), need)
-    ratios_c = [r for r in (pr("c", p) for p in ("qpsmtpd", "postfix", "aiosmtpd")) if r]
-    if ratios_c:
-        check("(c) ≥ 1.5× best of qpsmtpd/Postfix/aiosmtpd", min(ratios_c), 1.5)
-    for peer, need in (("qpsmtpd", 1.5), ("postfix", 1.0)):
-        check("(b) ≥ %.1f× %s" % (need, name_of(peer)), pr("b", peer), need)
-    if "d" in R and ME in R["d"]:
-        rs = R["d"][ME]
-        refused = max(r.get("probe", {}).get("refused", 0) for r in rs)
-        ok = stored_ok(data, "d", ME)
-        out.append(("(d) none refused, all stored", "%d refused, stored %s" % (
-            refused, "all" if ok else "NOT all"), refused == 0 and bool(ok)))
-    ratios_e = [r for r in (pr("e", p) for p in ("qpsmtpd", "postfix", "aiosmtpd")) if r]
-    if ratios_e:
-        check("(e) within 10% of the best peer", min(ratios_e), 0.9)
-        ra, re_ = stat(data, "a", ME, "peak_rss_kb")[2], stat(data, "e", ME, "peak_rss_kb")[2]
-        if ra and re_:
-            out.append(("(e) worker RSS does not grow with size", "%.1f → %.1f MiB" % (
-                ra / MIB, re_ / MIB), re_ <= ra * 1.25 + 2 * MIB))
-    cpu = m("a", ME, "cpu_ms_msg")
-    if cpu is not None:
-        out.append(("CPU per message in (a) ≤ 1.0 ms", "%.2f ms" % cpu, cpu <= 1.0))
-    idle, peak, _, extra = mem_figures(data, ME)
-    out.append(("idle fleet ≤ 30 MiB PSS", "%.1f MiB" % idle, idle <= 30))
-    out.append(("peak fleet (15 busy) ≤ 60 MiB PSS", "%.1f MiB" % peak, peak <= 60))
-    if extra is not None:
-        out.append(("each extra worker < 3 MiB PSS", "%.2f MiB" % extra, extra < 3))
-    if data.get("cold_start_s"):
-        c = _med(data["cold_start_s"])
-        out.append(("cold start (socket activation) < 300 ms", "%.0f ms (%.0f–%.0f)" % (
-            c * 1000, min(data["cold_start_s"]) * 1000, max(data["cold_start_s"]) * 1000),
-            c < 0.3))
-    return out
-
-
-def targets_table(data):
-    lines = ["| target | measured | met |", "|---|---|---|"]
-    for name, value, met in targets(data):
-        lines.append("| %s | %s | %s |" % (name, value, "yes" if met else "**no**"))
+                                                     fmt(last, 2), stored))
     return "\n".join(lines)
 
 
@@ -229,13 +140,17 @@ def plot(data, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    cases, ss = list(data["cases"]), list(data["servers"])
+    cases, ss = list(data["cases"]), all_servers(data)
     width = 0.8 / len(ss)
-    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(11, 5), dpi=100)
     for i, s in enumerate(ss):
-        meds, lo, hi = zip(*(stat(data, c, s, "msgs_s") for c in cases))
-        xs = [j + (i - (len(ss) - 1) / 2) * width for j in range(len(cases))]
-        err = [[m - l for m, l in zip(meds, lo)], [h - m for m, h in zip(meds, hi)]]
+        cells = [(j, stat(data, c, s, "msgs_s")) for j, c in enumerate(cases)]
+        cells = [(j, st) for j, st in cells if st[0] is not None]
+        if not cells:
+            continue
+        xs = [j + (i - (len(ss) - 1) / 2) * width for j, _ in cells]
+        meds = [st[0] for _, st in cells]
+        err = [[st[0] - st[1] for _, st in cells], [st[2] - st[0] for _, st in cells]]
         ax.bar(xs, meds, width, yerr=err, capsize=2, label=label(data, s))
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels(["(%s) %s" % (c, data["cases"][c]["title"].replace(", ", "\n", 1))
@@ -278,9 +193,9 @@ peer's in the same round (measured seconds apart).
 
 {markdown_ratios(data)}
 
-## Targets (issue 6)
+## Targets (issues 6 and 15)
 
-{targets_table(data)}
+{targets.targets_table(data)}
 
 ![msgs/s per case and server]({rel})
 
@@ -296,6 +211,10 @@ peer's in the same round (measured seconds apart).
 
 {memory_table(data)}
 
+## (f) the plugin stack (hosts_allow, helo, dnsbl, rhsbl, spf, dkim, headers, maildir)
+
+{stack_table(data)}
+
 ## (d) 200 connections at once, per connection (bench/greetprobe.py)
 
 {probe_table(data)}
@@ -310,5 +229,5 @@ if __name__ == "__main__":
     d = json.loads(Path(src).read_text())
     print(markdown_ratios(d))
     print()
-    print(targets_table(d))
+    print(targets.targets_table(d))
     write_doc(d, HERE.parent / "docs" / "BENCHMARKS.md", HERE.parent / "docs" / "benchmarks.png")

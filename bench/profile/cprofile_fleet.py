@@ -1,6 +1,6 @@
 """CPU profile of the real fleet's workers under smtp-source load:
 
-    .venv/bin/python bench/cprofile_fleet.py [--case a] [--top 40]
+    .venv/bin/python bench/profile/cprofile_fleet.py [--case a] [--top 40]
 
 Runs `qsmtp serve` in this process with Worker.run wrapped in cProfile (CPU
 clock: waiting for clients or the disk does not count); every worker dumps
@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))   # the repository: qsmtp
+sys.path.insert(0, str(HERE.parent))       # bench/: cases, servers
 
 
 def serve_profiled(config, outdir):
@@ -56,7 +56,7 @@ def main():
     import cases
     import servers
     work = Path(tempfile.mkdtemp(prefix="qsmtp-fleetprof-"))
-    srv = servers.Qsmtp(27197, work)
+    srv = servers.Qsmtp(27197, work, dns_port=None)   # plain qsmtp asks no DNS
     srv.prepare()
     outdir = work / "prof"
     outdir.mkdir()

@@ -1,7 +1,7 @@
 """CPU profile of the per-message path, in one process (cProfile with a CPU
 clock, so waiting on the client or the disk does not count):
 
-    .venv/bin/python bench/cprofile_session.py [--messages 2000] [--reuse]
+    .venv/bin/python bench/profile/cprofile_session.py [--messages 2000] [--reuse]
 
 Loads the app exactly as `qsmtp serve` does (config, plugins, logging to a
 file), then serves smtp-source's connections one after the other through the
@@ -15,12 +15,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parents[1]))   # the repository: qsmtp
 
 from qsmtp import config as config_mod, log as log_mod   # noqa: E402
 from qsmtp.app import App                                 # noqa: E402

@@ -1,0 +1,85 @@
+"""qpsmtpd-prefork (Debian's qpsmtpd), the program qsmtp replaces, as a
+peer: a private instance with its own config dir (Debian's /etc/qpsmtpd as
+the template) under the work dir, running as Debian's "qpsmtpd" user. The
+system qpsmtpd service is never touched."""
+import os
+import pwd
+import shutil
+
+from instance import HOSTNAME, PEERS, Server
+
+
+class Qpsmtpd(Server):
+    name = "qpsmtpd"
+    label = "qpsmtpd-prefork"
+    pool = True
+    stack_capable = True
+
+    def maildir_new(self):
+        return self.work / "maildir" / "new"
+
+    def prepare(self):
+        super().prepare()
+        cfg = self.work / "config"
+        # Debian's /etc/qpsmtpd as the template, then a minimal plugin set.
+        shutil.copytree("/etc/qpsmtpd", cfg)
+        for f in cfg.iterdir():
+            if f.name.startswith("debian-") or f.name in ("debconf-settings",):
+                f.unlink()
+        md = self.work / "maildir"
+        for d in ("tmp", "new", "cur"):
+            (md / d).mkdir(parents=True, exist_ok=True)
+        (self.work / "spool").mkdir(mode=0o700)
+
+        def w(name, text):
+            (cfg / name).write_text(text)
+        if self.stack:
+            self.stack_config(w, md)
+        else:
+            # relay: 127.0.0.1 may relay; rcpt_ok accepts relay clients and
+            # rcpthosts; queue/maildir stores. No dnsbl/rhsbl/spf/helo checks.
+            w("plugins", "relay\nrcpt_ok\nqueue/maildir %s\n" % md)
+            w("relayclients", "127.0.0.1\n")
+        w("rcpthosts", "example.com\n")
+        w("me", HOSTNAME + "\n")
+        w("spool_dir", str(self.work / "spool") + "\n")
+        w("plugin_dirs", "/usr/share/qpsmtpd/plugins\n")
+        w("logging", "")
+        w("loglevel", "2\n")          # LOGCRIT: no per-message log lines
+        w("databytes", "26214400\n")
+        # qpsmtpd-prefork insists on --user: it runs as Debian's "qpsmtpd".
+        q = pwd.getpwnam("qpsmtpd")
+        for d in (md, md / "tmp", md / "new", md / "cur", self.work / "spool"):
+            os.chown(d, q.pw_uid, q.pw_gid)
+
+    def stack_config(self, w, md):
+        """Case (f): the plugin stack (mapping in docs/BENCHMARKS.md). The
+        client is not a relay client here: rcpt_ok accepts rcpthosts."""
+        s = self.stack
+        w("plugins", "\n".join([
+            "hosts_allow", "helo policy strict reject 1", "dnsbl reject 1",
+            "rhsbl reject 1", "sender_permitted_from reject 3", "dkim reject 0",
+            "headers reject 1", "rcpt_ok", "queue/maildir %s" % md]) + "\n")
+        w("hosts_allow", "%s bench: not allowed\n" % s.deny_net)
+        w("dnsbl_zones", s.dnsbl_zone + "\n")
+        w("rhsbl_zones", s.rhsbl_zone + "\n")
+        w("relayclients", "")
+
+    def env(self):
+        e = dict(os.environ)
+        e["QPSMTPD_CONFIG"] = str(self.work / "config")
+        e["BENCH_DNS_PORT"] = str(self.dns_port)
+        return e
+
+    def command(self):
+        # -T: the script's #! line has it. -MQpLoopDNS: every Net::DNS
+        # resolver asks the bench's loopback server. -MQpNoDNS (cases a-e):
+        # no PTR lookup of the client, as the other servers there.
+        mods = ["-MQpLoopDNS"] + ([] if self.stack else ["-MQpNoDNS"])
+        return ["/usr/bin/perl", "-T", "-I", str(PEERS)] + mods + [
+                "/usr/bin/qpsmtpd-prefork", "--listen-address", "127.0.0.1",
+                "--port", str(self.port), "--children", "15",
+                "--idle-children", "5", "--max-from-ip", "0",
+                "--user", "qpsmtpd"]
+        # (--renice-parent left at its default 5: passing it on the command
+        # line trips a taint error in the children's setpriority.)
