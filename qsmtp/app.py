@@ -15,11 +15,11 @@ if TYPE_CHECKING:
 @dataclass
 class App:
     config: Config
-    plugins: "Dispatcher"  # noqa: F821 - qsmtp.plugins.dispatch.Dispatcher
+    plugins: Dispatcher  # noqa: F821 - qsmtp.plugins.dispatch.Dispatcher
     tls_context: ssl.SSLContext | None
 
     @classmethod
-    def load(cls, config: Config) -> "App":
+    def load(cls, config: Config) -> App:
         """Build plugins and TLS; every failure is a ConfigError (exit 78)."""
         from qsmtp.plugins.dispatch import Dispatcher
 

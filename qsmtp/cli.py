@@ -77,7 +77,7 @@ def given_flags(ctx: click.Context, params: dict) -> dict:
     return flags
 
 
-def fail(message: str, code: int) -> "NoReturn":  # noqa: F821
+def fail(message: str, code: int) -> NoReturn:  # noqa: F821
     click.echo(f"qsmtp: {message}", err=True)
     sys.exit(code)
 
@@ -113,9 +113,7 @@ def serve(ctx: click.Context, config_path: str | None, **params) -> None:
 
 def _checked(config_path: str | None, flags: dict):
     """-> (config, account): the file, the flags and the user to run as."""
-    from qsmtp import privileges
-
-    from qsmtp import startpaths
+    from qsmtp import privileges, startpaths
 
     config = config_mod.load(config_path, flags)
     user, account = config.server.user, None
@@ -140,7 +138,8 @@ def _load(config_path: str | None, flags: dict):
 
 
 def _serve(config_path: str | None, flags: dict) -> int:
-    from qsmtp import listeners, log as log_mod, pidfile, systemd
+    from qsmtp import listeners, pidfile, systemd
+    from qsmtp import log as log_mod
     from qsmtp.app import App
 
     config_path = config_mod.default_path(config_path)
@@ -174,7 +173,8 @@ def _serve(config_path: str | None, flags: dict) -> int:
 def _config_invalid(error: ConfigError, socks: list, config_path, flags):
     """Socket-activated with a bad config: keep systemd's sockets answering
     421 until a HUP finds the file valid (qsmtp.degraded)."""
-    from qsmtp import listeners, log as log_mod
+    from qsmtp import listeners
+    from qsmtp import log as log_mod
     from qsmtp.degraded import ConfigInvalid
 
     log_mod.setup()

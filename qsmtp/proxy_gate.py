@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from qsmtp.proxy import Header, NeedMore, ProxyError, parse
+import contextlib
 
 log = logging.getLogger("qsmtp.proxy")
 
@@ -43,7 +44,7 @@ class ProxyPolicy:
     timeout: float
 
     @classmethod
-    def from_config(cls, config) -> "ProxyPolicy | None":
+    def from_config(cls, config) -> ProxyPolicy | None:
         """None without a [proxy] section: the header is off, as before."""
         if not config.has_section("proxy"):
             return None
@@ -98,7 +99,7 @@ def _recv_exactly(sock: socket.socket, count: int, deadline: float, have: int) -
         sock.settimeout(left)
         try:
             chunk = sock.recv(count - len(data))
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError as exc:
             raise Refused(f"connection lost before the PROXY header: {exc}") from None
@@ -108,8 +109,8 @@ def _recv_exactly(sock: socket.socket, count: int, deadline: float, have: int) -
     return data
 
 
-def admit(policy: "ProxyPolicy | None", sock: socket.socket, real: Endpoints,
-          service: str) -> "Endpoints | None":
+def admit(policy: ProxyPolicy | None, sock: socket.socket, real: Endpoints,
+          service: str) -> Endpoints | None:
     """The worker's one call: the client's endpoints, or None when the
     connection was refused (closed here, without a banner, logged once)."""
     if policy is None or not policy.applies(service, real.local_port):
@@ -119,16 +120,12 @@ def admit(policy: "ProxyPolicy | None", sock: socket.socket, real: Endpoints,
     except Refused as exc:
         log.warning("proxy: closed %s without a banner: %s", real.peer, exc,
                     extra={"peer": real.peer, "service": service})
-        try:
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass
         return None
     finally:
-        try:
+        with contextlib.suppress(OSError):
             sock.settimeout(None)
-        except OSError:
-            pass
     if ends is not real:
         log.debug("proxy: client %s:%d via %s", ends.peer, ends.port, real.peer,
                   extra={"peer": ends.peer, "service": service})

@@ -11,8 +11,9 @@ that parses but is wrong must exit 78 naming the key, not 2 from click.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from qsmtp import domains
 

@@ -7,7 +7,7 @@ is the caller's own (exit 77), not a config error (78)."""
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from qsmtp import privileges
 from qsmtp.config import DEFAULT_PATH, ConfigError, peek

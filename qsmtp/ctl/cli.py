@@ -15,8 +15,14 @@ import click
 
 from qsmtp import exitcodes
 from qsmtp.ctl import cluster, render
-from qsmtp.ctl.common import (NotRunningExit, attach, config_option, fail, pid_alive,
-                              signal_supervisor)
+from qsmtp.ctl.common import (
+    NotRunningExit,
+    attach,
+    config_option,
+    fail,
+    pid_alive,
+    signal_supervisor,
+)
 from qsmtp.ctl.configcmd import config_group
 from qsmtp.ctl.importer.command import import_qpsmtpd
 from qsmtp.ctl.metrics import metrics_http

@@ -24,8 +24,13 @@ import click
 
 from qsmtp.ctl.common import config_option, fail, load_config
 from qsmtp.exitcodes import EX_CONFIG, EX_FAIL
-from qsmtp.plugins.builtin._auth import (DEFAULT_LN, PasswdFormatError, check_user_name,
-                                         hash_password, parse_passwd)
+from qsmtp.plugins.builtin._auth import (
+    DEFAULT_LN,
+    PasswdFormatError,
+    check_user_name,
+    hash_password,
+    parse_passwd,
+)
 
 PLUGIN_NAMES = ("auth/file", "auth_file")
 MODE = 0o640

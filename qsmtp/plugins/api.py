@@ -21,9 +21,10 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Mapping
+from typing import Any
 
 
 class Result(enum.Enum):
@@ -53,7 +54,7 @@ class HookResult:
     code: int | None = None
 
     @classmethod
-    def of(cls, value: Any) -> "HookResult":
+    def of(cls, value: Any) -> HookResult:
         """Normalise what a hook returned; anything odd is a plugin bug."""
         if value is None:
             return DECLINED_RESULT

@@ -22,11 +22,11 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
-from qsmtp.plugins.api import (DECLINED_RESULT, HOOKS, HookResult, Plugin, PluginError,
-                               Result)
+from qsmtp.plugins.api import DECLINED_RESULT, HOOKS, HookResult, Plugin, PluginError, Result
 
 log = logging.getLogger("qsmtp.plugins")
 
@@ -67,7 +67,7 @@ class Dispatcher:
 
     # -- loading ---------------------------------------------------------
     @classmethod
-    def load(cls, config: Any) -> "Dispatcher":
+    def load(cls, config: Any) -> Dispatcher:
         """Instantiate every plugin (their setup() runs here). Raises PluginError."""
         entries = [(e["name"], {k: v for k, v in e.items() if k != "name"})
                    for e in config.plugins]
@@ -108,7 +108,7 @@ class Dispatcher:
             self._armed = False
 
     def _run_calls(self, calls: tuple[Call, ...], hook: str, session: Any,
-                   args: tuple, alarm: "_Alarm | None") -> HookResult:
+                   args: tuple, alarm: _Alarm | None) -> HookResult:
         for name, method in calls:
             result = self._call_one(name, method, hook, session, args, alarm)
             if result.result is not Result.DECLINED:
@@ -117,7 +117,7 @@ class Dispatcher:
         return DECLINED_RESULT
 
     def _call_one(self, name: str, method: Callable[..., Any], hook: str, session: Any,
-                  args: tuple, alarm: "_Alarm | None") -> HookResult:
+                  args: tuple, alarm: _Alarm | None) -> HookResult:
         try:
             if alarm is None:
                 return HookResult.of(method(session, *args))

@@ -24,8 +24,7 @@ import os
 import time
 import uuid
 
-from qsmtp.state import (LeaseStore, StateUnavailable, lease_store, redis_configured,
-                         sqlite_path)
+from qsmtp.state import LeaseStore, StateUnavailable, lease_store, redis_configured, sqlite_path
 
 log = logging.getLogger("qsmtp.auth")
 
@@ -56,7 +55,7 @@ class FailureLimiter:
         self.fail_closed = fail_closed
 
     @classmethod
-    def from_config(cls, config) -> "FailureLimiter":
+    def from_config(cls, config) -> FailureLimiter:
         path = sqlite_path(config, "", FILENAME)
         where = (config.state.backend, config.state.url if redis_configured(config) else path)
         store = _stores.get(where) or _stores.setdefault(

@@ -14,7 +14,8 @@ import email.message
 import email.parser
 import email.policy
 import tempfile
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 SPOOL_THRESHOLD = 1 << 18  # body bytes kept in memory before going to a file
 # (256 KiB: 15 busy workers with big messages stay within a few MiB each)
@@ -136,7 +137,7 @@ class MessageBody:
             self._file = None
         self._chunks = []
 
-    def __enter__(self) -> "MessageBody":
+    def __enter__(self) -> MessageBody:
         return self
 
     def __exit__(self, *exc: object) -> None:

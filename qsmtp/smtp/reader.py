@@ -18,8 +18,8 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 MAX_LINE = 512  # octets, including CRLF (RFC 5321 4.5.3.1.4)
 MAX_AUTH_LINE = 12288  # AUTH command and SASL responses (RFC 4954 4)
@@ -106,7 +106,7 @@ class Reader:
             try:
                 data = self.sock.recv(RECV_SIZE)
                 break
-            except socket.timeout:
+            except TimeoutError:
                 if poll and self.stopping():
                     raise StopRequested() from None
             except (ConnectionError, OSError) as exc:

@@ -27,7 +27,7 @@ class Reply:
     def __post_init__(self) -> None:
         object.__setattr__(self, "wire", _format(self.code, self.enhanced, self.text))
 
-    def with_text(self, text: str | None, *, close: bool | None = None) -> "Reply":
+    def with_text(self, text: str | None, *, close: bool | None = None) -> Reply:
         """This reply with a plugin's message; an enhanced code at the start
         of the message replaces ours when its class matches the reply code."""
         enhanced, rest = self.enhanced, text

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-
 from qsmtp.state.base import GreyRules
 from qsmtp.state.errors import StateUnavailable
 

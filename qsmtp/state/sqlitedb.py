@@ -16,7 +16,8 @@ import os
 import random
 import sqlite3
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from qsmtp.state.errors import StateUnavailable
 

@@ -20,8 +20,8 @@ import base64
 import itertools
 import json
 import os
-import signal
 import pathlib
+import signal
 import smtplib
 import subprocess
 import sys
@@ -33,7 +33,6 @@ import pytest
 
 from helpers.redis import RedisServer
 from helpers.server import ServerPool, connect, free_port, wait_for
-
 from qsmtp import config as qconfig
 from qsmtp.state.clientlimits import cluster_view
 

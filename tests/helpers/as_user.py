@@ -47,7 +47,7 @@ def _tree() -> Path:
     shutil.copytree(package, lib / "qsmtp", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
     # Readable whatever the umask or the modes in the checkout were.
-    for root, dirs, files in os.walk(top):
+    for root, _dirs, files in os.walk(top):
         os.chmod(root, 0o755)
         for name in files:
             path = os.path.join(root, name)

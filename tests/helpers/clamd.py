@@ -62,7 +62,7 @@ MaxThreads 4
 SelfCheck 3600
 """)
 
-    def start(self, timeout: float = 30.0) -> "Clamd":
+    def start(self, timeout: float = 30.0) -> Clamd:
         self._prepare()
         started = time.monotonic()
         self.proc = subprocess.Popen([CLAMD, f"--config-file={self.conf_path}"],

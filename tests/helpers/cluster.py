@@ -62,7 +62,7 @@ class Cluster:
         self.lb = PrivateHAProxy(base, frontend=self.frontend, source=BALANCER,
                                  servers=dict(zip(self.names, self.addresses)))
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         for host in self.hosts:
             host.start(wait=False)
         for host in self.hosts:
@@ -190,7 +190,7 @@ class OpenTransaction:
 
 
 def send_load(frontend, *, clients: int, per_client: int, max_attempts: int = 6,
-              progress: "threading.Semaphore | None" = None) -> LoadResult:
+              progress: threading.Semaphore | None = None) -> LoadResult:
     """`clients` threads, each sending `per_client` messages one connection
     each; a message that gets anything but 250 (4xx, reset, timeout) is sent
     again, as an MTA would.  `progress` is released once per accepted message."""

@@ -16,7 +16,7 @@ class PrivateDaemon:
     log_path: Path
     proc: subprocess.Popen | None = None
 
-    def start(self) -> "PrivateDaemon":
+    def start(self) -> PrivateDaemon:
         raise NotImplementedError
 
     def log(self) -> str:

@@ -20,7 +20,7 @@ import socket
 import socketserver
 import struct
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 import dns.flags
 import dns.message
@@ -56,7 +56,7 @@ class DnsServer:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_zone_text(cls, text: str, origin: str, **kwargs) -> "DnsServer":
+    def from_zone_text(cls, text: str, origin: str, **kwargs) -> DnsServer:
         zone = dns.zone.from_text(text, origin=origin, relativize=False, check_origin=False)
         records: Records = {}
         for name, node in zone.nodes.items():
@@ -107,7 +107,7 @@ class DnsServer:
         return response.to_wire()
 
     # -- lifecycle -----------------------------------------------------
-    def start(self) -> "DnsServer":
+    def start(self) -> DnsServer:
         owner = self
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
@@ -165,7 +165,7 @@ class DnsServer:
             server.server_close()
         self._servers = []
 
-    def __enter__(self) -> "DnsServer":
+    def __enter__(self) -> DnsServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

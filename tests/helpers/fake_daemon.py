@@ -16,7 +16,8 @@ import os
 import socket
 import tempfile
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class FakeDaemon:
@@ -46,7 +47,7 @@ class FakeDaemon:
         while not self._stop.is_set():
             try:
                 conn, _ = self.listener.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.connections += 1
             with conn:
@@ -65,7 +66,7 @@ class FakeDaemon:
                 os.unlink(os.path.join(self.tmp, name))
             os.rmdir(self.tmp)
 
-    def __enter__(self) -> "FakeDaemon":
+    def __enter__(self) -> FakeDaemon:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,7 +4,8 @@ would, and collect what each returns (for shared-state plugins: SQLite)."""
 from __future__ import annotations
 
 import multiprocessing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _run(target: Callable[..., Any], barrier, queue, args: tuple) -> None:

@@ -45,7 +45,7 @@ class PrivateHAProxy(PrivateDaemon):
         self.config = self.dir / "haproxy.cfg"
         self.config.write_text(render(SHIPPED.read_text(), swaps))
 
-    def start(self) -> "PrivateHAProxy":
+    def start(self) -> PrivateHAProxy:
         self.logfile = open(self.log_path, "ab")
         self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=self.logfile,

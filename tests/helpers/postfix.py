@@ -32,9 +32,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -169,7 +169,7 @@ class PrivatePostfix:
     def config_dir(self) -> Path:
         return self.base / "etc"
 
-    def start(self) -> "PrivatePostfix":
+    def start(self) -> PrivatePostfix:
         owner = pwd.getpwnam("postfix")
         for sub in ("etc", "spool", "data", "mail"):
             (self.base / sub).mkdir()
@@ -236,7 +236,7 @@ class SmtpSink:
     def upstream(self) -> str:
         return f"unix:{self.socket_path}" if self.socket_path else f"127.0.0.1:{self.port}"
 
-    def start(self) -> "SmtpSink":
+    def start(self) -> SmtpSink:
         where = f"unix:{self.socket_path}" if self.socket_path else f"127.0.0.1:{self.port}"
         argv = [SMTP_SINK, "-u", "postfix", "-d", f"{self.dumps}/%H%M%S.",
                 *(["-L"] if self.lmtp else []), *self.extra_args, where, "64"]
@@ -271,10 +271,8 @@ def _wait_for_path(path: str, proc: subprocess.Popen, timeout: float = 10.0) -> 
 
 
 def _kill(pid: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:

@@ -30,7 +30,7 @@ class RedisServer(PrivateDaemon):
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         conf = self.dir / "redis.conf"
         conf.write_text("\n".join([
             f"bind {self.host}", f"port {self.port}", f"dir {self.dir}",

@@ -90,7 +90,7 @@ class NotifyListener:
         while not self._stop:
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -164,7 +164,7 @@ class Server:
             pre += ["-E", name]
         return pre + cmd
 
-    def start(self, wait: bool = True, timeout: float = 15.0) -> "Server":
+    def start(self, wait: bool = True, timeout: float = 15.0) -> Server:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.socket_activate:
             self.notify = NotifyListener(str(self.dir / "notify.sock"))
@@ -276,7 +276,7 @@ class Server:
         except FileNotFoundError:
             return ""
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc) -> None:

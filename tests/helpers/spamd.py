@@ -75,7 +75,7 @@ class Spamd(PrivateDaemon):
             args += ["-u", "nobody"]
         return args
 
-    def start(self, timeout: float = 60.0) -> "Spamd":
+    def start(self, timeout: float = 60.0) -> Spamd:
         args = self._prepare()
         started = time.monotonic()
         with open(self.log_path, "ab") as log:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,6 @@ import pytest
 
 from helpers import as_user
 from helpers.server import alive, wait_for
-
 from qsmtp.registry_layout import H_PID
 
 QSMTPCTL = str(Path(sys.executable).with_name("qsmtpctl"))

@@ -10,8 +10,6 @@ import smtplib
 import threading
 import time
 
-import pytest
-
 from helpers.server import wait_for
 
 MESSAGE = "Subject: load\r\n\r\nhello\r\n"
@@ -30,7 +28,7 @@ class Load:
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
                         for i in range(threads)]
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for thread in self.threads:
             thread.start()
         return self

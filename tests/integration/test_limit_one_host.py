@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 from helpers.server import connect, wait_for
-
 from qsmtp import config as qconfig
 from qsmtp.state.clientlimits import cluster_view
 

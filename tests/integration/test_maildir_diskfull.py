@@ -9,11 +9,9 @@ import pytest
 
 from helpers.fakes import make_session
 from helpers.tinyfs import fill, remount, tiny_tmpfs
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import Result
 from qsmtp.plugins.builtin.queue_maildir import QueueMaildir
-
 
 MESSAGE = b"Subject: test\n\n" + b"x" * 60 + b"\n"
 

@@ -15,7 +15,6 @@ import pytest
 from helpers.dkim_keys import make_key
 from helpers.dns_server import DnsServer
 from helpers.server import Server, wait_for
-
 from qsmtp.plugins.builtin._auth import hash_password
 
 

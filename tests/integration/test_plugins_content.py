@@ -19,7 +19,6 @@ from helpers.clamd import EICAR, Clamd
 from helpers.fakes import session_with_spooled_body
 from helpers.server import Server, free_port
 from helpers.spamd import GTUBE, Spamd
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import HookResult, Result
 from qsmtp.plugins.builtin.clamav import ClamAV

@@ -18,7 +18,6 @@ import pytest
 
 from helpers.dns_server import DnsServer
 from helpers.fakes import addr, make_session
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import Result
 from qsmtp.plugins.dispatch import Dispatcher

@@ -18,7 +18,6 @@ import pytest
 
 from helpers.fakes import make_session
 from helpers.postfix import free_port, private_postfix, smtp_sink  # noqa: F401
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.queue_smtp import QueueSmtp

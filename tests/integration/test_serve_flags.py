@@ -11,8 +11,6 @@ import smtplib
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from helpers.server import alive, connect, wait_for
 
 

@@ -5,7 +5,6 @@ STATUS= following the pool, STOPPING=1 at stop, fd names as services."""
 from __future__ import annotations
 
 import signal
-import socket
 import time
 
 from helpers.server import connect, wait_for

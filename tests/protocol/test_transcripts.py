@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from protocol_harness import (Client, Server, parse_transcript, plugins_toml, unescape,
-                              write_config)
+from protocol_harness import Client, Server, parse_transcript, plugins_toml, unescape, write_config
 
 HERE = pathlib.Path(__file__).parent
 TRANSCRIPTS = sorted((HERE / "transcripts").glob("*.txt"))

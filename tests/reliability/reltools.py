@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+import contextlib
 
 SOAK = os.environ.get("QSMTP_SOAK") == "1"
 HERE = Path(__file__).resolve().parent
@@ -123,12 +124,10 @@ class Raw:
             return True
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
-    def __enter__(self) -> "Raw":
+    def __enter__(self) -> Raw:
         return self
 
     def __exit__(self, *exc) -> None:

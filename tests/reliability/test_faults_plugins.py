@@ -13,6 +13,7 @@ import time
 
 from helpers.server import alive, wait_for
 from reltools import TALLY, Raw, code, maildir_files, rss_kb, scale
+import contextlib
 
 PLUGINS = """
 [[plugins]]
@@ -156,10 +157,8 @@ def test_leaking_plugin_bounded_by_recycling(fleet):
             smtp.sendmail("a@outside.test", ["leak@example.test"],
                           f"Subject: leak {i}\r\n\r\nx\r\n".encode())
         for pid in srv.workers():
-            try:
+            with contextlib.suppress(OSError):
                 peak = max(peak, rss_kb(pid))
-            except OSError:
-                pass
     TALLY.add("faults.plugin_leak_sessions", sessions)
     # at most round(4 * 1.25) = 5 sessions per worker -> 5 x 8 MB on ~30 MB
     bound = 30 * 1024 + (round(lifetime * 1.25) + 1) * leak_mb * 1024

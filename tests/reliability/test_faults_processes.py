@@ -68,7 +68,7 @@ def busy_worker(srv) -> dict:
 def test_kill_worker_mid_data(fleet):
     srv = fleet(children=6, idle_children=3, max_from_ip=0, allow_log=ALLOW)
     recoveries = []
-    for i in range(scale(5, 50)):
+    for _i in range(scale(5, 50)):
         client = Raw(srv.port)
         client.reply()
         client.cmd("EHLO kill.test")

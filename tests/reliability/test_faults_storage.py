@@ -138,8 +138,8 @@ class Upstream:
 def test_upstream_down_slow_closing(fleet):
     upstream = Upstream()
     down_port = free_port()
-    toml = (f'[queue]\nbackend = "smtp"\nupstream = "127.0.0.1:{{port}}"\n'
-            f'upstream_timeout = 1\n')
+    toml = ('[queue]\nbackend = "smtp"\nupstream = "127.0.0.1:{port}"\n'
+            'upstream_timeout = 1\n')
     srv = fleet(children=4, idle_children=2, hook_timeout=5,
                 extra_toml=toml.format(port=upstream.port))
     down = fleet(children=2, idle_children=1, hook_timeout=5,

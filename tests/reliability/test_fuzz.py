@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from helpers.server import alive
 from reltools import RELAY_TOML, TALLY, check_replies, log_problems, scale
+import contextlib
 
 SESSIONS = scale(1000, 10000)
 VERBS = [b"EHLO", b"HELO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"NOOP", b"QUIT",
@@ -57,10 +58,8 @@ def run_one(port: int, chunks: list[bytes], pipelined: bool) -> bytes:
                 sock.sendall(piece)
             except (BrokenPipeError, ConnectionResetError):
                 break  # the server hung up already (budget, 421): fine
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
         while True:
             try:
                 data = sock.recv(65536)

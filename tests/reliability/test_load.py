@@ -17,8 +17,19 @@ import time
 from collections import Counter
 
 from helpers.server import alive, children_of, wait_for
-from reltools import (TALLY, expected_stored, fd_count, make_message, maildir_files,
-                      ppid_of, rss_kb, scale, sha, strip_added)
+from reltools import (
+    TALLY,
+    expected_stored,
+    fd_count,
+    maildir_files,
+    make_message,
+    ppid_of,
+    rss_kb,
+    scale,
+    sha,
+    strip_added,
+)
+import contextlib
 
 KB, MB = 1024, 1024 * 1024
 # (weight, low, high): mostly small mail, a tail of big ones up to 5 MB
@@ -151,10 +162,8 @@ def fd_targets(pid: int) -> Counter:
     """What each open fd of `pid` points to (sockets/pipes by inode)."""
     targets = Counter()
     for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
+        with contextlib.suppress(OSError):
             targets[os.readlink(f"/proc/{pid}/fd/{fd}")] += 1
-        except OSError:
-            pass
     return targets
 
 

@@ -48,7 +48,7 @@ def _trickle(sock: socket.socket, piece: bytes, every: float, for_s: float) -> f
             sock.sendall(piece)
             if sock.recv(4096, socket.MSG_PEEK):
                 return time.monotonic() - start
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             return time.monotonic() - start

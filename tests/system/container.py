@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import time
+import contextlib
 
 PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
@@ -89,10 +90,8 @@ class Container:
         if self.proc is None:
             return
         if self.pid and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGRTMIN + 4)
-            except ProcessLookupError:
-                pass
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -166,10 +165,8 @@ def _rmdir_tree(top: str, tries: int = 50) -> None:
         if not os.path.isdir(top):
             break
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(dirpath)
-            except OSError:
-                pass
         if os.path.isdir(top):
             time.sleep(0.1)
 

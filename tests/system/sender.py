@@ -16,6 +16,7 @@ import json
 import smtplib
 import threading
 import time
+import contextlib
 
 
 def one(port: int, n: int, stats: dict, lock: threading.Lock) -> None:
@@ -32,10 +33,8 @@ def one(port: int, n: int, stats: dict, lock: threading.Lock) -> None:
             outcome = "ok"
         except (OSError, smtplib.SMTPException) as exc:
             outcome = f"failed: {exc.__class__.__name__}: {exc}"
-        try:
+        with contextlib.suppress(OSError, smtplib.SMTPException):
             client.quit()
-        except (OSError, smtplib.SMTPException):
-            pass
         client.close()
     with lock:
         stats[outcome] += 1

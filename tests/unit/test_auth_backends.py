@@ -12,8 +12,13 @@ import pytest
 
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import DECLINED, DENY, DENYSOFT, OK, PluginError
-from qsmtp.plugins.builtin._auth import (HashError, PasswdFormatError, ScryptHash,
-                                         hash_password, parse_passwd)
+from qsmtp.plugins.builtin._auth import (
+    HashError,
+    PasswdFormatError,
+    ScryptHash,
+    hash_password,
+    parse_passwd,
+)
 from qsmtp.plugins.builtin.auth_checkpassword import AuthCheckpassword
 from qsmtp.plugins.builtin.auth_file import AuthFile
 from qsmtp.smtp.state import ConnectionInfo, Session

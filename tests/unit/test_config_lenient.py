@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from helpers.tls import make_cert
 from qsmtp import config as config_mod
 from qsmtp.app import App
 from qsmtp.config import ConfigError
-from helpers.tls import make_cert
 
 
 def test_peek_reads_valid_lines_of_invalid_toml(tmp_path):

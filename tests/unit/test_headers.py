@@ -7,10 +7,8 @@ import email.utils
 import pytest
 
 from helpers.fakes import make_session, message_body
-
 from qsmtp import config as qconfig
-from qsmtp.plugins.builtin.headers import (Headers, received_value,
-                                           rename_auth_results)
+from qsmtp.plugins.builtin.headers import Headers, received_value, rename_auth_results
 
 DATE = "Tue, 01 Apr 2025 12:00:00 +0000"
 

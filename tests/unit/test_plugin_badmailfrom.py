@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from helpers.fakes import addr, make_session
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.badmailfrom import Badmailfrom

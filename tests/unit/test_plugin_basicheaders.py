@@ -8,7 +8,6 @@ import time
 import pytest
 
 from helpers.fakes import make_session
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.basicheaders import BasicHeaders, parse_date

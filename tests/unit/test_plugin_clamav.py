@@ -13,11 +13,9 @@ import pytest
 from helpers.fake_daemon import FakeDaemon, recv_exact, scan_against_hung_daemon
 from helpers.fakes import session_with_spooled_body
 from helpers.server import free_port
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import HookResult, PluginError, Result
-from qsmtp.plugins.builtin.clamav import (ClamAV, ClamdError, TooLarge,
-                                          parse_reply)
+from qsmtp.plugins.builtin.clamav import ClamAV, ClamdError, TooLarge, parse_reply
 from qsmtp.smtp.replies import decide
 
 CONFIG = qconfig.load(None, {"server.me": "mx.test"})

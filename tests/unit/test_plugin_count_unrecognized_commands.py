@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 
 from helpers.fakes import make_session
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
-from qsmtp.plugins.builtin.count_unrecognized_commands import \
-    CountUnrecognizedCommands
+from qsmtp.plugins.builtin.count_unrecognized_commands import CountUnrecognizedCommands
 
 CONFIG = qconfig.load(None, {})
 

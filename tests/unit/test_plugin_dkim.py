@@ -3,13 +3,13 @@ DNS server that publishes it (tests/helpers/dns_server, dkim_keys)."""
 
 from __future__ import annotations
 
+import authres
 import dkim as dkimpy
 import pytest
+
 from helpers.dkim_keys import make_key
 from helpers.dns_server import DnsServer
 from helpers.fakes import make_session
-
-import authres
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.dkim import Dkim

@@ -4,15 +4,14 @@ for real), the organisational domain from Debian's Public Suffix List."""
 
 from __future__ import annotations
 
+import authres
 import pytest
+
 from helpers.dns_server import DnsServer
 from helpers.fakes import make_session
-
-import authres
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
-from qsmtp.plugins.builtin._sender_auth import (PSL_PATH, DkimVerdict, PublicSuffixList,
-                                                SpfVerdict)
+from qsmtp.plugins.builtin._sender_auth import PSL_PATH, DkimVerdict, PublicSuffixList, SpfVerdict
 from qsmtp.plugins.builtin.dmarc import Dmarc
 
 CONFIG = qconfig.load(None, {"server.me": "mx.ours.test"})

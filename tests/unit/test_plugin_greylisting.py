@@ -6,7 +6,6 @@ import pytest
 
 from helpers.fakes import addr, make_session
 from helpers.forked import run_forked
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.greylisting import Greylisting

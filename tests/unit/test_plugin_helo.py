@@ -6,7 +6,6 @@ import pytest
 
 from helpers.dns_server import DnsServer
 from helpers.fakes import make_session
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.helo import Helo

@@ -9,7 +9,6 @@ import pytest
 
 from helpers.fakes import make_session
 from helpers.forked import run_forked
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.karma import Karma

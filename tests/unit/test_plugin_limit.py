@@ -8,7 +8,6 @@ import pytest
 from helpers.fakes import addr, make_session
 from helpers.forked import run_forked
 from helpers.redis import RedisServer
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.limit import Limit, parse_rate

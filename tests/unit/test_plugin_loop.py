@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from helpers.fakes import make_session
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import HookResult, PluginError, Result
 from qsmtp.plugins.builtin.loop import Loop, count_hops

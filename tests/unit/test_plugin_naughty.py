@@ -7,7 +7,6 @@ from types import SimpleNamespace
 import pytest
 
 from helpers.fakes import addr, make_session
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.naughty import Naughty, act, with_code

@@ -9,15 +9,18 @@ import tracemalloc
 
 import pytest
 
-from helpers.fake_daemon import (FakeDaemon, recv_exact, recv_until,
-                                 scan_against_hung_daemon)
+from helpers.fake_daemon import FakeDaemon, recv_exact, recv_until, scan_against_hung_daemon
 from helpers.fakes import session_with_spooled_body
 from helpers.server import free_port
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import HookResult, PluginError, Result
-from qsmtp.plugins.builtin.spamassassin import (SpamAssassin, SpamdError,
-                                                Verdict, parse_response, tag_headers)
+from qsmtp.plugins.builtin.spamassassin import (
+    SpamAssassin,
+    SpamdError,
+    Verdict,
+    parse_response,
+    tag_headers,
+)
 from qsmtp.smtp.replies import decide
 
 CONFIG = qconfig.load(None, {})

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
+import authres
 import pytest
+
 from helpers.dns_server import DnsServer
 from helpers.fakes import addr, make_session
-
-import authres
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin.spf import Spf

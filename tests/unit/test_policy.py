@@ -6,10 +6,20 @@ import random
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from qsmtp.policy import (RETIRE_AFTER, BootLoopThrottle, Plan, PoolView, WorkerView,
-                          lifetime_with_jitter, plan, status_line, target_pool)
+from qsmtp.policy import (
+    RETIRE_AFTER,
+    BootLoopThrottle,
+    Plan,
+    PoolView,
+    WorkerView,
+    lifetime_with_jitter,
+    plan,
+    status_line,
+    target_pool,
+)
 
 
 def pool(busy: int = 0, idle: int = 0, starting: int = 0, idle_since=None) -> PoolView:

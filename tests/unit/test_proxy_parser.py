@@ -10,8 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qsmtp.proxy import (MAX_V2_PAYLOAD, V1_MAX, V2_SIGNATURE, Header, NeedMore,
-                         ProxyError, build_v2, parse)
+from qsmtp.proxy import (
+    MAX_V2_PAYLOAD,
+    V1_MAX,
+    V2_SIGNATURE,
+    Header,
+    NeedMore,
+    ProxyError,
+    build_v2,
+    parse,
+)
 
 SMTP = b"EHLO client.test\r\n"  # what a pipelining client may send right after
 

@@ -9,7 +9,6 @@ import re
 import pytest
 
 from helpers.fakes import make_session
-
 from qsmtp import config as qconfig
 from qsmtp.plugins.api import PluginError, Result
 from qsmtp.plugins.builtin import queue_maildir

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from helpers.fakes import message_body
-
 from qsmtp.plugins.api import PluginError
 from qsmtp.plugins.builtin.queue_smtp import parse_upstream, wire_chunks
 

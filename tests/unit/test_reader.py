@@ -6,10 +6,19 @@ from __future__ import annotations
 import socket
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from qsmtp.smtp.reader import (BARE, LINE, MAX_LINE, TOO_LONG, PeerClosed, ReadTimeout,
-                               Reader, TLSOnPlainPort)
+from qsmtp.smtp.reader import (
+    BARE,
+    LINE,
+    MAX_LINE,
+    TOO_LONG,
+    PeerClosed,
+    Reader,
+    ReadTimeout,
+    TLSOnPlainPort,
+)
 
 
 class ChunkSock:

@@ -16,9 +16,13 @@ import sysv_ipc
 from helpers import as_user
 from qsmtp import registry as regmod
 from qsmtp import registry_layout as layout
-from qsmtp.registry import (NotRunning, Registry, RegistryError, RegistryPermissionError,
-                            normalise_peer)
-
+from qsmtp.registry import (
+    NotRunning,
+    Registry,
+    RegistryError,
+    normalise_peer,
+)
+import contextlib
 
 
 # ---- leak guard (also used by test_ctl*.py) --------------------------------------
@@ -64,16 +68,12 @@ class SysvGuard:
         left = []
         for key in self.keys & _keys("shm"):
             left.append(f"shm key {key}")
-            try:
+            with contextlib.suppress(sysv_ipc.Error):
                 sysv_ipc.SharedMemory(key).remove()
-            except sysv_ipc.Error:
-                pass
         for key in self.keys & _keys("sem"):
             left.append(f"sem key {key}")
-            try:
+            with contextlib.suppress(sysv_ipc.Error):
                 sysv_ipc.Semaphore(key).remove()
-            except sysv_ipc.Error:
-                pass
         for shm_id in self._mine() - self.before_mine:
             left.append(f"shm id {shm_id}")
             sysv_ipc.remove_shared_memory(shm_id)
@@ -393,10 +393,8 @@ def test_supervisor_kills_wedged_worker_holding_lock(reg, caplog):
             assert locked is True
         assert reg.snapshot()["supervisor"]["lock_recoveries"] == 1
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(holder, 9)
-        except ProcessLookupError:
-            pass
         os.waitpid(holder, 0)
     assert reg.sem.value == 1
 

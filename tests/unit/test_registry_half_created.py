@@ -15,6 +15,7 @@ import sysv_ipc
 
 from qsmtp.registry import Registry
 from qsmtp.registry_layout import HEADER_SIZE, SLOT_SIZE
+import contextlib
 
 
 def _exists(key: int) -> bool:
@@ -68,10 +69,8 @@ def test_a_headerless_segment_under_the_published_key_is_removed(runtime_dir):
         assert not _exists(key)
     finally:
         for remove in (lambda: sysv_ipc.remove_shared_memory(shm.id), sem.remove):
-            try:
+            with contextlib.suppress(sysv_ipc.Error):
                 remove()
-            except sysv_ipc.Error:
-                pass
 
 
 def test_an_attached_segment_under_the_key_is_left_alone(runtime_dir):

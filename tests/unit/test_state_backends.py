@@ -12,7 +12,6 @@ import pytest
 
 from helpers.forked import run_forked
 from helpers.redis import RedisServer
-
 from qsmtp import state
 from qsmtp.state import GreyRules, StateUnavailable
 from qsmtp.state import redis as redis_backend

@@ -9,7 +9,7 @@ files (badmailfrom, dnsbl_zones, ...) become options of the plugin reading them.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from qsmtp.ctl.importer.model import PluginOut, Translation
 from qsmtp.ctl.importer.reader import Line, QpsmtpdDir

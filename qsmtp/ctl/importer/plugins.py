@@ -10,7 +10,7 @@ ones (loop, count_unrecognized_commands, queue/*, auth/auth_checkpassword).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from qsmtp.ctl.importer import checks
 from qsmtp.ctl.importer.model import Translation

@@ -46,7 +46,7 @@ class ScryptHash:
     key: bytes
 
     @classmethod
-    def parse(cls, text: str) -> "ScryptHash":
+    def parse(cls, text: str) -> ScryptHash:
         match = _HASH.match(text)
         if not match:
             raise HashError("not a $scrypt$ln=..,r=..,p=..$salt$key hash")

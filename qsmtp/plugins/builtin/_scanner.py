@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from qsmtp.plugins.api import DECLINED, DENYSOFT, Option, PluginError
 
@@ -85,7 +86,7 @@ class Connection:
     def _arm(self) -> None:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise socket.timeout("scanner deadline passed")
+            raise TimeoutError("scanner deadline passed")
         self.sock.settimeout(left)
 
     def send(self, data: bytes | memoryview) -> None:
@@ -114,7 +115,7 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,7 +30,7 @@ AUTHRES_OPTIONS = {
 }
 # Debian's `publicsuffix` package (a runtime dependency of the dmarc plugin).
 PSL_PATH = "/usr/share/publicsuffix/public_suffix_list.dat"
-_PSL_CACHE: dict[tuple[str, int], "PublicSuffixList"] = {}
+_PSL_CACHE: dict[tuple[str, int], PublicSuffixList] = {}
 
 
 @dataclass
@@ -147,7 +147,7 @@ class PublicSuffixList:
                 target.add(ascii_rule)
 
     @classmethod
-    def load(cls, plugin_name: str, path: str) -> "PublicSuffixList":
+    def load(cls, plugin_name: str, path: str) -> PublicSuffixList:
         """Parsed once per (path, mtime): a reload re-reads an updated list."""
         try:
             stamp = (path, os.stat(path).st_mtime_ns)

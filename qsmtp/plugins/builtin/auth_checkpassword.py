@@ -34,6 +34,7 @@ from typing import Any
 
 from qsmtp.plugins.api import Option, PluginError
 from qsmtp.plugins.builtin._auth import AuthBackend, TempFail
+import contextlib
 
 # The child gets the credentials on fd 3: the shell moves its stdin (our
 # pipe) there and reopens stdin on /dev/null before exec - no preexec_fn.
@@ -104,8 +105,6 @@ class AuthCheckpassword(AuthBackend):
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
     proc.wait()

@@ -39,8 +39,15 @@ import os
 from typing import Any
 
 from qsmtp.plugins.api import Option, PluginError
-from qsmtp.plugins.builtin._auth import (DEFAULT_LN, AuthBackend, PasswdFormatError,
-                                         ScryptHash, TempFail, hash_password, parse_passwd)
+from qsmtp.plugins.builtin._auth import (
+    DEFAULT_LN,
+    AuthBackend,
+    PasswdFormatError,
+    ScryptHash,
+    TempFail,
+    hash_password,
+    parse_passwd,
+)
 
 
 class AuthFile(AuthBackend):

@@ -44,9 +44,16 @@ from typing import Any
 from qsmtp import domains
 from qsmtp.plugins.api import Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
-from qsmtp.plugins.builtin._sender_auth import (AUTHRES_OPTIONS, DkimVerdict, add_result,
-                                                authserv_id, coded, from_domain_of,
-                                                parse_headers, skipped)
+from qsmtp.plugins.builtin._sender_auth import (
+    AUTHRES_OPTIONS,
+    DkimVerdict,
+    add_result,
+    authserv_id,
+    coded,
+    from_domain_of,
+    parse_headers,
+    skipped,
+)
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
 
 SIGN_HEADERS = ["from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",
@@ -135,7 +142,7 @@ class Dkim(Plugin):
             self.log.info("session %s: not signed, no key for From domain %s", session.id,
                           from_domain or "(none)")
             return
-        present = {name.lower() for name in headers.keys()}
+        present = {name.lower() for name in headers}
         include = [h.lower() for h in self.opts.sign_headers if h.lower() in present]
         header, body = self.opts.canonicalization.split("/")
         try:

@@ -47,10 +47,18 @@ from typing import Any
 
 from qsmtp.plugins.api import Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
-from qsmtp.plugins.builtin._sender_auth import (AUTHRES_OPTIONS, PSL_PATH, DmarcVerdict,
-                                                PublicSuffixList, add_result, authserv_id,
-                                                coded, from_domain_of, parse_headers,
-                                                skipped)
+from qsmtp.plugins.builtin._sender_auth import (
+    AUTHRES_OPTIONS,
+    PSL_PATH,
+    DmarcVerdict,
+    PublicSuffixList,
+    add_result,
+    authserv_id,
+    coded,
+    from_domain_of,
+    parse_headers,
+    skipped,
+)
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
 
 POLICIES = ("none", "quarantine", "reject")
@@ -81,7 +89,7 @@ class Policy:
         return self.sp if self.at_org else self.p
 
     @classmethod
-    def parse(cls, text: str, domain: str, at_org: bool) -> "Policy | None":
+    def parse(cls, text: str, domain: str, at_org: bool) -> Policy | None:
         tags = {}
         for part in text.split(";"):
             key, sep, value = part.partition("=")

@@ -53,8 +53,8 @@ from typing import Any
 from qsmtp.plugins.api import DENYSOFT, Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.badmailfrom import AddressList
-from qsmtp.state import GreyRules, StateUnavailable, grey_store, sqlite_path
 from qsmtp.plugins.builtin.naughty import trusted
+from qsmtp.state import GreyRules, StateUnavailable, grey_store, sqlite_path
 
 MESSAGE = "4.7.1 This mail is temporarily denied (greylisted), please try again later"
 PURGE_CHANCE = 0.01

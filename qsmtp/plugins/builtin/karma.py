@@ -41,8 +41,8 @@ import time
 from typing import Any
 
 from qsmtp.plugins.api import Option, Plugin
-from qsmtp.state import StateUnavailable, karma_store, sqlite_path
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, adjust_karma
+from qsmtp.state import StateUnavailable, karma_store, sqlite_path
 
 DAY = 86400.0
 KEEP = 365 * DAY  # Redis: an IP unseen this long is forgotten

@@ -32,8 +32,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from qsmtp.plugins.api import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT,
-                               DENYSOFT_DISCONNECT, Option, Plugin)
+from qsmtp.plugins.api import (
+    DECLINED,
+    DENY,
+    DENY_DISCONNECT,
+    DENYSOFT,
+    DENYSOFT_DISCONNECT,
+    Option,
+    Plugin,
+)
 
 # `action` values every check plugin accepts (qpsmtpd: reject 0|1|naughty +
 # reject_type perm|temp|disconnect, folded into one option).

@@ -30,6 +30,7 @@ from typing import Any
 
 from qsmtp.plugins.api import DENYSOFT, OK, Plugin, PluginError
 from qsmtp.smtp.chars import escape
+import contextlib
 
 _SUBDIRS = ("tmp", "new", "cur")
 _counter = itertools.count(1)  # per process; the pid in the name tells forks apart
@@ -120,10 +121,8 @@ class QueueMaildir(Plugin):
 
     def _forget_dir_fd(self) -> None:
         if self._dir_fd is not None and self._dir_pid == os.getpid():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._dir_fd)
-            except OSError:
-                pass
         self._dir_fd = None
 
     def write_file(self, path: str, txn: Any) -> None:
@@ -165,10 +164,8 @@ def _fsync_dir(fd: int) -> None:
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def _check_creatable(missing: list[str]) -> None:

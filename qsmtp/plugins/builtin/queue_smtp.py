@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import re
 import smtplib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from qsmtp.plugins.api import DENY, DENYSOFT, OK, Plugin, PluginError
+import contextlib
 
 TEMPFAIL = (DENYSOFT, "4.3.0 Upstream mail server unavailable, try again later")
 _SEND_BATCH = 1 << 18
@@ -217,10 +219,8 @@ def _with_status(text: str, default: str) -> str:
 
 
 def _reset(client: smtplib.SMTP) -> None:
-    try:
+    with contextlib.suppress(OSError, smtplib.SMTPException):
         client.rset()
-    except (OSError, smtplib.SMTPException):
-        pass
 
 
 def _close(client: smtplib.SMTP, polite: bool) -> None:

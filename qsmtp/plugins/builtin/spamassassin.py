@@ -207,9 +207,6 @@ def neutralise_old_headers(body: Any, mode: str) -> None:
     block = body.header_block
     if mode == "keep" or not block:
         return
-    if mode == "drop":
-        edited = _OLD_FIELD.sub(b"", block)
-    else:
-        edited = _OLD.sub(b"X-Old-Spam-", block)
+    edited = _OLD_FIELD.sub(b"", block) if mode == "drop" else _OLD.sub(b"X-Old-Spam-", block)
     if edited != block:
         body.header_block = edited

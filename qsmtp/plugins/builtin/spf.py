@@ -46,8 +46,14 @@ from typing import Any
 from qsmtp import domains
 from qsmtp.plugins.api import Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
-from qsmtp.plugins.builtin._sender_auth import (AUTHRES_OPTIONS, SpfVerdict, add_result,
-                                                authserv_id, coded, skipped)
+from qsmtp.plugins.builtin._sender_auth import (
+    AUTHRES_OPTIONS,
+    SpfVerdict,
+    add_result,
+    authserv_id,
+    coded,
+    skipped,
+)
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
 
 HEADERS = ("received-spf", "authentication-results")
