@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -261,7 +262,11 @@ def test_submission_switched_on_under_load_refuses_nothing_on_25(container):
     stored = _maildir_count(box)
     with timed(f"submission_on_{box.release}"):
         counts = _send_under(box, SUBMISSION_ON, seconds=10.0)
-    assert counts["refused"] == 0 and counts["failed"] == 0, counts
+    # 0 refused on 25. A session idle between transactions when the old
+    # supervisor stops may get `421 4.3.2` (the stop contract): a temporary
+    # failure the sender retries, never a refused connection or a 5xx.
+    assert counts["refused"] == 0, counts
+    assert all(re.search(r"\(4\d\d, ", reason) for reason in counts["failures"]), counts
     assert counts["ok"] >= 20, counts
     assert _maildir_count(box) == stored + counts["ok"]
     assert box.run("systemctl is-active qsmtp-submission.socket").stdout.strip() == "active"
@@ -347,7 +352,7 @@ def test_qsmtpctl_stop_says_the_socket_restarts_it(container):
 
 def test_shipped_config_checks_in_place(container):
     out = container.run("qsmtpctl config check /etc/qsmtp/qsmtp.toml")
-    assert out.stdout.strip() == "/etc/qsmtp/qsmtp.toml: OK"
+    assert out.stdout.strip().startswith("/etc/qsmtp/qsmtp.toml: OK"), out.stdout
 
 
 def test_purge_leaves_nothing_running(container):
