@@ -176,11 +176,13 @@ def _config_invalid(error: ConfigError, socks: list, config_path, flags):
     from qsmtp import listeners
     from qsmtp import log as log_mod
     from qsmtp.degraded import ConfigInvalid
+    from qsmtp.settings import host_fqdn
 
     log_mod.setup()
     peeked = config_mod.peek(config_path, ("server.runtime_dir", "server.me"), flags)
+    host = peeked["server.me"] or host_fqdn()  # the same default as a valid config's
     mode = ConfigInvalid(error=error, listeners=socks, runtime_dir=peeked["server.runtime_dir"],
-                         host=peeked["server.me"], config_path=config_path,
+                         host=host, config_path=config_path,
                          loader=lambda: _load(config_path, flags))
     loaded = mode.run()
     if loaded is None:

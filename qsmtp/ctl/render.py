@@ -25,6 +25,8 @@ def pool_counts(snap: dict[str, Any]) -> dict[str, int]:
     workers = _workers(snap)
     busy = sum(1 for w in workers if w["state"] == "busy")
     maximum = snap["pool"]["max"] or snap["pool"]["slots"]
+    if snap["supervisor"]["state"] == "config-invalid":
+        maximum = 0  # no worker until the config is valid
     return {"max": maximum, "workers": len(workers), "busy": busy,
             "idle": len(workers) - busy,
             "starting": sum(1 for w in snap["workers"] if w not in workers),

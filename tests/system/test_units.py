@@ -66,7 +66,7 @@ def test_service_contract():
     assert svc["Type"] == "notify" and svc["NotifyAccess"] == "main"
     assert svc["ExecStart"] == "/usr/bin/qsmtp serve --config /etc/qsmtp/qsmtp.toml"
     # qsmtpctl waits for the outcome: a refused reload fails `systemctl reload`.
-    assert svc["ExecReload"].startswith("/usr/bin/qsmtpctl reload --config "
+    assert svc["ExecReload"].startswith("+/usr/bin/qsmtpctl reload --config "
                                         "/etc/qsmtp/qsmtp.toml --no-wait-workers")
     assert svc["KillMode"] == "mixed" and svc["Restart"] == "on-failure"
     assert svc["User"] == svc["Group"] == "qsmtp"

@@ -172,6 +172,7 @@ def test_config_invalid_state():
     snap["published"] = {"config_error": "/q.toml: server.children: must be between 1 and 4096"}
     text = render.human(snap, NOW)
     assert "CONFIG INVALID: /q.toml: server.children: must be between 1 and 4096;" in text
+    assert "0/0 workers" in text
     assert "qsmtp_config_valid 0" in render.prometheus(snap, NOW)
     assert "qsmtp_config_valid 1" in render.prometheus(SNAP, NOW)
 
