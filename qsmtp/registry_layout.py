@@ -21,27 +21,54 @@ Layout (little-endian, no implicit padding), HEADER_SIZE + slots * SLOT_SIZE:
   60  I  lock recoveries
   64  d  reload time
   72  d  throttled_until (boot-loop back-off, 0 = none)
-  80  48s reload reason (UTF-8, NUL padded; the whole one is in the
+  80  40s reload reason (UTF-8, NUL padded; the whole one is in the
            published file, Registry.publish)
+  120 8s instance: which runtime dir made it (`instance_id`), so the
+           leftover cleanup touches only its own instance's segments
 
 State, family and peer are adjacent (slot bytes 14..32) so the per-IP count
-compares one 18-byte slice per slot, and mark_busy is a single write.
+compares one MATCH_SIZE-byte slice per slot, and mark_busy is a single write.
+The offsets below are computed from the field lists, never typed twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import struct
 from typing import Any
 
 MAGIC = b"QSMTPREG"
-VERSION = 1
+VERSION = 2  # 2: reload reason 48 -> 40 bytes, + instance
 
-HEADER = struct.Struct("<8sIIIIIBBHdQIIIIdd48s")
+_HEADER_FIELDS = (
+    ("magic", "8s"), ("version", "I"), ("slot_size", "I"), ("slots", "I"),
+    ("supervisor_pid", "I"), ("generation", "I"), ("state", "B"), ("reload_status", "B"),
+    ("", "H"), ("started", "d"), ("sessions_total", "Q"), ("children", "I"),
+    ("idle_children", "I"), ("max_from_ip", "I"), ("lock_recoveries", "I"),
+    ("reload_time", "d"), ("throttled_until", "d"), ("reload_reason", "40s"),
+    ("instance", "8s"))
+_SLOT_FIELDS = (
+    ("pid", "I"), ("generation", "I"), ("sessions", "I"), ("", "H"), ("state", "B"),
+    ("family", "B"), ("peer", "16s"), ("service", "16s"), ("since", "d"),
+    ("heartbeat", "d"), ("started", "d"), ("", "8x"))
+
+
+def _offsets(fields: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, str]]:
+    """name -> (offset, struct format) from a field list (no padding: "<")."""
+    table, offset = {}, 0
+    for name, fmt in fields:
+        if name:
+            table[name] = (offset, "<" + fmt)
+        offset += struct.calcsize("<" + fmt)
+    return table
+
+
+HEADER = struct.Struct("<" + "".join(fmt for _, fmt in _HEADER_FIELDS))
 HEADER_SIZE = 128
-SLOT = struct.Struct("<IIIHBB16s16sddd8x")
+SLOT = struct.Struct("<" + "".join(fmt for _, fmt in _SLOT_FIELDS))
 SLOT_SIZE = SLOT.size
-assert HEADER.size <= HEADER_SIZE and SLOT_SIZE == 80
+assert HEADER.size == HEADER_SIZE and SLOT_SIZE == 80
 
 FREE, RESERVED, IDLE, BUSY = 0, 1, 2, 3
 SLOT_STATES = {FREE: "free", RESERVED: "starting", IDLE: "idle", BUSY: "busy"}
@@ -49,18 +76,45 @@ SLOT_STATES = {FREE: "free", RESERVED: "starting", IDLE: "idle", BUSY: "busy"}
 SUPERVISOR_STATES = ("starting", "running", "reloading", "stopping", "config-invalid")
 RELOAD_STATUS = ("none", "ok", "failed")
 
+_H = _offsets(_HEADER_FIELDS)
+_S = _offsets(_SLOT_FIELDS)
 # Header field offsets, for single-field writes.
-H_PID, H_GEN, H_STATE, H_RELOAD = 20, 24, 28, 29
-H_SESSIONS, H_LOCKREC = 40, 60
-HEADER_FIELDS = {  # name -> (offset, struct format)
-    "supervisor_pid": (20, "<I"), "generation": (24, "<I"), "started": (32, "<d"),
-    "sessions_total": (40, "<Q"), "children": (48, "<I"), "idle_children": (52, "<I"),
-    "max_from_ip": (56, "<I"), "reload_time": (64, "<d"), "throttled_until": (72, "<d"),
-}
+H_SLOTS, H_PID, H_GEN = _H["slots"][0], _H["supervisor_pid"][0], _H["generation"][0]
+H_STATE, H_RELOAD = _H["state"][0], _H["reload_status"][0]
+H_SESSIONS, H_LOCKREC = _H["sessions_total"][0], _H["lock_recoveries"][0]
+H_REASON, H_INSTANCE = _H["reload_reason"][0], _H["instance"][0]
+REASON_SIZE = struct.calcsize(_H["reload_reason"][1])
+INSTANCE_SIZE = struct.calcsize(_H["instance"][1])
+HEADER_FIELDS = {name: _H[name] for name in (  # what set_header may write
+    "supervisor_pid", "generation", "started", "sessions_total", "children",
+    "idle_children", "max_from_ip", "reload_time", "throttled_until")}
 # Slot field offsets (relative to the slot).
-S_SESSIONS, S_MATCH, S_SINCE, S_HEARTBEAT = 8, 14, 48, 56
+S_SESSIONS, S_SINCE, S_HEARTBEAT = _S["sessions"][0], _S["since"][0], _S["heartbeat"][0]
+S_STATE, S_SERVICE = _S["state"][0], _S["service"][0]
+SERVICE_SIZE = struct.calcsize(_S["service"][1])
+PEER_SIZE = struct.calcsize(_S["peer"][1])
+# state + family + peer: what the per-IP count compares (registry_admission.py)
+S_MATCH, MATCH_SIZE = S_STATE, S_SERVICE - S_STATE
 PACK_D = struct.Struct("<d").pack
 PACK_I = struct.Struct("<I").pack
+PACK_Q = struct.Struct("<Q").pack
+
+
+def instance_id(runtime_dir: str) -> bytes:
+    """The header's `instance`: a digest of the runtime dir's real path.  A
+    crashed run whose published file is gone is recognised by it; another
+    instance's segment (another runtime dir) never matches."""
+    return hashlib.blake2b(runtime_dir.encode("utf-8", "surrogateescape"),
+                           digest_size=INSTANCE_SIZE).digest()
+
+
+def header_pid(head: bytes) -> int:
+    """The supervisor pid of a header (at least HEADER_SIZE bytes)."""
+    return int(struct.unpack_from("<I", head, H_PID)[0])
+
+
+def header_slots(head: bytes) -> int:
+    return int(struct.unpack_from("<I", head, H_SLOTS)[0])
 
 
 def plain_ip(ip: str) -> str:
@@ -113,7 +167,7 @@ def decode(raw: bytes, consistent: bool = True) -> dict[str, Any]:
     """Bytes of a whole segment -> the snapshot dict qsmtpctl renders."""
     (magic, version, _slot_size, slots, pid, generation, state, reload_status, _,
      started, sessions_total, children, idle_children, max_from_ip, recoveries,
-     reload_time, throttled, reason) = HEADER.unpack_from(raw, 0)
+     reload_time, throttled, reason, _instance) = HEADER.unpack_from(raw, 0)
     workers = []
     for index in range(slots):
         (wpid, wgen, sessions, _, wstate, family, peer, service, since, heartbeat,

@@ -25,6 +25,8 @@ import os
 import subprocess
 from typing import Any
 
+from qsmtp import sysvipc
+
 
 class NotProven(Exception):
     """The pid is not provably our supervisor; the message says why."""
@@ -34,7 +36,7 @@ def verified_supervisor(registry: Any, pid: int) -> int:
     """`pid` (from the registry header) if it is provably the supervisor that
     created `registry`'s segment and still has it attached, else NotProven."""
     shm_id = registry.shm.id
-    row = _shm_row(shm_id)
+    row = sysvipc.row("shm", shm_id)
     if row is None:
         raise NotProven(f"the registry segment {shm_id} is gone")
     if int(row["cpid"]) != pid:
@@ -85,16 +87,6 @@ def _started_before(pid: int, ctime: int) -> bool:
 def _read(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
-
-
-def _shm_row(shm_id: int) -> dict[str, str] | None:
-    lines = _read("/proc/sysvipc/shm").decode().splitlines()
-    names = lines[0].split()
-    for line in lines[1:]:
-        row = dict(zip(names, line.split()))
-        if row.get("shmid") == str(shm_id):
-            return row
-    return None
 
 
 def _systemd_main_pid(pid: int) -> int | None:

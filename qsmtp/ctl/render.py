@@ -42,7 +42,7 @@ def peers(snap: dict[str, Any]) -> dict[str, int]:
 
 
 def reload_reason(snap: dict[str, Any]) -> str:
-    """The whole reason from the published file (the header keeps 48 bytes)."""
+    """The whole reason from the published file (the header keeps 40 bytes)."""
     sup = snap["supervisor"]
     published = (snap.get("published") or {}).get("reload") or {}
     if published.get("status") == sup["reload_status"] and published.get("reason"):

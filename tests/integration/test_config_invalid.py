@@ -96,7 +96,7 @@ def test_refused_reload_exits_1_with_the_whole_reason(serve):
     out = ctl(srv, "reload")
     assert out.returncode == 1, out
     whole = f"{srv.config_path}: server.{long_key}: unknown key"
-    assert whole in out.stdout  # not cut at the registry's 48 bytes
+    assert whole in out.stdout  # not cut at the registry header's 40 bytes
     assert f"generation {generation} keeps serving" in out.stdout
     text = ctl(srv, "status").stdout
     assert f"last reload FAILED: {whole}" in text

@@ -92,13 +92,13 @@ def test_a_reused_pid_without_the_segment_is_not_signalled(serve, base, monkeypa
     try:
         with Registry.attach(str(srv.runtime_dir)) as registry:
             assert proof.verified_supervisor(registry, srv.pid) == srv.pid
-            real_row = proof._shm_row
+            real_row = proof.sysvipc.row
 
-            def reused(shm_id):  # ... and the segment made a while before it
-                row = real_row(shm_id)
+            def reused(kind, shm_id):  # ... and the segment made a while before it
+                row = real_row(kind, shm_id)
                 return dict(row, cpid=str(impostor.pid), ctime=str(int(row["ctime"]) - 10))
 
-            monkeypatch.setattr(proof, "_shm_row", reused)
+            monkeypatch.setattr(proof.sysvipc, "row", reused)
             with pytest.raises(proof.NotProven, match="does not have the registry attached"):
                 proof.verified_supervisor(registry, impostor.pid)
 
@@ -110,7 +110,7 @@ def test_a_reused_pid_without_the_segment_is_not_signalled(serve, base, monkeypa
             monkeypatch.setattr(proof, "_has_attached", no_ptrace)
             with pytest.raises(proof.NotProven, match="does not have the registry attached"):
                 proof.verified_supervisor(registry, impostor.pid)
-            monkeypatch.setattr(proof, "_shm_row", real_row)
+            monkeypatch.setattr(proof.sysvipc, "row", real_row)
             assert proof.verified_supervisor(registry, srv.pid) == srv.pid
     finally:
         impostor.kill()

@@ -19,14 +19,13 @@ from click.testing import CliRunner
 from helpers import as_user
 from qsmtp.ctl.cli import cli, main
 from qsmtp.registry import Registry
-from test_registry import runtime_dir, sysv_guard  # noqa: F401 - fixtures
 
 QSMTPCTL = os.path.join(os.path.dirname(sys.executable), "qsmtpctl")
 AS_ROOT = os.geteuid() == 0 and shutil.which("setpriv")
 
 
 @pytest.fixture
-def conf(runtime_dir):  # noqa: F811
+def conf(runtime_dir):
     """A config naming runtime_dir/run; both readable by nobody."""
     run = os.path.join(runtime_dir, "run")
     os.mkdir(run)
@@ -140,7 +139,7 @@ def test_help_mentions_completion():
     assert "_QSMTPCTL_COMPLETE=bash_source qsmtpctl" in result.output
 
 
-def test_stale_registry_of_dead_supervisor(conf, sysv_guard):  # noqa: F811
+def test_stale_registry_of_dead_supervisor(conf, sysv_guard):
     pid = os.fork()
     if pid == 0:
         try:
@@ -157,17 +156,22 @@ def test_stale_registry_of_dead_supervisor(conf, sysv_guard):  # noqa: F811
 
 # ---- a real registry ----------------------------------------------------------------
 @pytest.fixture
-def live(conf, sysv_guard):  # noqa: F811
+def live(conf, sysv_guard):
     reg = Registry.create(run_dir(conf), 6, os.getpid())
     sysv_guard.track(run_dir(conf))
     reg.set_header(state="running", children=6, idle_children=2, max_from_ip=2)
     reg.set_generation(4)
+    served = reg.claim_slot()  # a worker that served 17 sessions and retired
+    reg.set_slot(served, 4999, 3)
+    for n in range(17):
+        assert reg.mark_busy(served, "198.51.100.1", "smtp", 2) is None
+        reg.mark_idle(served, n + 1)
+    reg.release_slot(served)
     for n, peer in enumerate(["192.0.2.7", "::ffff:192.0.2.7", "2001:db8::9", None]):
         index = reg.claim_slot()
         reg.set_slot(index, 5000 + n, 4)
         if peer:
             assert reg.mark_busy(index, peer, "smtp", 2) is None
-    reg.add_sessions(17)
     yield reg
     reg.remove()
 
@@ -250,7 +254,7 @@ FAKE_SUPERVISOR = textwrap.dedent("""
 
 
 @pytest.fixture
-def supervisor(conf, sysv_guard, tmp_path, request):  # noqa: F811
+def supervisor(conf, sysv_guard, tmp_path, request):
     script = tmp_path / "fake_supervisor.py"
     script.write_text(FAKE_SUPERVISOR)
     proc = subprocess.Popen([sys.executable, str(script), run_dir(conf), request.param],

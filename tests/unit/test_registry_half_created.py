@@ -6,6 +6,7 @@ finds under that key (issue 12.2)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,6 @@ import sysv_ipc
 
 from qsmtp.registry import Registry
 from qsmtp.registry_layout import HEADER_SIZE, SLOT_SIZE
-import contextlib
 
 
 def _exists(key: int) -> bool:
@@ -41,7 +41,8 @@ def test_a_start_killed_mid_creation_is_cleaned_up_by_the_next(runtime_dir, monk
         finally:
             os._exit(1)
     assert os.waitpid(child, 0)[1] & 0x7F == signal.SIGKILL
-    key = json.load(open(os.path.join(runtime_dir, "registry")))["key"]
+    with open(os.path.join(runtime_dir, "registry")) as handle:
+        key = json.load(handle)["key"]
     shm = sysv_ipc.SharedMemory(key)
     assert shm.read(8) == bytes(8)  # no header, no magic
     shm.detach()
