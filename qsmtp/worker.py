@@ -29,7 +29,8 @@ from qsmtp import proxy_gate, systemd
 from qsmtp.registry_layout import plain_ip
 from qsmtp.smtp.state import ConnectionInfo
 
-from qsmtp.smtp.session import AbortSession, run_session
+from qsmtp.smtp.control import AbortSession
+from qsmtp.smtp.session import run_session
 
 log = logging.getLogger("qsmtp.worker")
 

@@ -203,7 +203,7 @@ def _passthrough_exceptions() -> tuple[type[BaseException], ...]:
     listing it here keeps that true even if it is ever an Exception.
     Imported here: the engine imports the plugin API, not the other way round
     at load time."""
-    from qsmtp.smtp.session import AbortSession
+    from qsmtp.smtp.control import AbortSession
 
     return (AbortSession,)
 

@@ -13,8 +13,8 @@ scrypt hashes, checkpassword only answers yes/no).
 Where AUTH is allowed: inside TLS, or on a listener named in `[auth]
 plaintext_services`.  Elsewhere `538 5.7.11` (and it is not advertised).
 Credentials never reach a log: the session's debug log shows AUTH lines
-redacted (see `redact`), continuation lines are never logged, and failures
-are logged without the user name (it is often a mistyped password).
+redacted (`conversation.redact`), continuation lines are never logged, and
+failures are logged without the user name (it is often a mistyped password).
 """
 
 from __future__ import annotations
@@ -23,15 +23,12 @@ import base64
 import binascii
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from qsmtp.plugins.api import Result
 from qsmtp.smtp.authlimit import FailureLimiter, LimiterUnavailable
-from qsmtp.smtp.reader import BARE, MAX_AUTH_LINE, TOO_LONG
+from qsmtp.smtp.conversation import Conversation
+from qsmtp.smtp.reader import BARE, TOO_LONG
 from qsmtp.smtp.replies import Reply
-
-if TYPE_CHECKING:
-    from qsmtp.smtp.session import Conversation
 
 log = logging.getLogger("qsmtp.session")
 
@@ -63,7 +60,7 @@ class _Abort(Exception):
         self.reply = reply
 
 
-def allowed_here(conv: "Conversation") -> bool:
+def allowed_here(conv: Conversation) -> bool:
     session = conv.session
     if session.tls:
         return True
@@ -73,23 +70,13 @@ def allowed_here(conv: "Conversation") -> bool:
                                or f":{conn.local_port}" in services)
 
 
-def offered(conv: "Conversation") -> bool:
+def offered(conv: Conversation) -> bool:
     """Whether EHLO lists AUTH."""
     return (not conv.session.auth_user and conv.app.plugins.has("auth")
             and allowed_here(conv))
 
 
-def redact(line: bytes) -> bytes:
-    """A command line fit for the debug log: AUTH keeps only its mechanism."""
-    stripped = line.lstrip()  # a mistyped " AUTH\t..." carries them too
-    if stripped[:4].upper() != b"AUTH" or stripped[4:5] not in (b"", b" ", b"\t"):
-        return line
-    words = stripped[4:].split(None, 1)
-    mechanism = words[0][:20] if words else b""
-    return b"AUTH " + mechanism + b" [credentials not logged]"
-
-
-def authenticate(conv: "Conversation", arg: str) -> None:
+def authenticate(conv: Conversation, arg: str) -> None:
     refusal = _state_refusal(conv)
     if refusal is not None:
         return conv.reply(refusal)
@@ -104,13 +91,11 @@ def authenticate(conv: "Conversation", arg: str) -> None:
     try:
         blocked = limiter.blocked(peer)
     except LimiterUnavailable:
-        conv.rejected = True
-        return conv.reply(AUTH_TEMP)
+        return conv.refuse(AUTH_TEMP)
     if blocked:
         log.info("session %s: AUTH refused, %s is over the failed-attempt limit",
                  conv.session.id, peer)
-        conv.rejected = True
-        return conv.reply(TOO_MANY)
+        return conv.refuse(TOO_MANY)
     try:
         exchange = _plain if mechanism == "PLAIN" else _login
         user, secret = exchange(conv, initial)
@@ -119,7 +104,7 @@ def authenticate(conv: "Conversation", arg: str) -> None:
     _verify(conv, limiter, mechanism, user, secret)
 
 
-def _state_refusal(conv: "Conversation") -> Reply | None:
+def _state_refusal(conv: Conversation) -> Reply | None:
     session = conv.session
     if session.auth_user:
         return ALREADY
@@ -133,7 +118,7 @@ def _state_refusal(conv: "Conversation") -> Reply | None:
 
 
 # -- the exchanges -----------------------------------------------------------
-def _plain(conv: "Conversation", initial: str) -> tuple[str, str]:
+def _plain(conv: Conversation, initial: str) -> tuple[str, str]:
     """RFC 4616: [authzid] NUL authcid NUL passwd, in one response."""
     message = _decode(initial.encode("ascii", "replace")) if initial else _ask(conv, b"")
     parts = message.split(b"\0")
@@ -146,7 +131,7 @@ def _plain(conv: "Conversation", initial: str) -> tuple[str, str]:
     return user, secret
 
 
-def _login(conv: "Conversation", initial: str) -> tuple[str, str]:
+def _login(conv: Conversation, initial: str) -> tuple[str, str]:
     """The LOGIN mechanism: user name, then password, each its own 334."""
     user = _decode(initial.encode("ascii", "replace")) if initial else _ask(conv, b"Username:")
     secret = _ask(conv, b"Password:")
@@ -155,11 +140,10 @@ def _login(conv: "Conversation", initial: str) -> tuple[str, str]:
     return _text(user), _text(secret)
 
 
-def _ask(conv: "Conversation", challenge: bytes) -> bytes:
+def _ask(conv: Conversation, challenge: bytes) -> bytes:
     """Send a 334 challenge (base64, RFC 4954 4) and read the client's
     response line, up to 12288 octets."""
-    conv.out.append(b"334 " + base64.b64encode(challenge) + b"\r\n")
-    kind, line = conv.reader.read_command(MAX_AUTH_LINE)
+    kind, line = conv.ask(challenge)
     if kind == TOO_LONG:
         raise _Abort(LINE_TOO_LONG)
     if kind == BARE:
@@ -187,7 +171,7 @@ def _text(raw: bytes) -> str:
 
 
 # -- the verdict ---------------------------------------------------------------
-def _verify(conv: "Conversation", limiter: FailureLimiter, mechanism: str,
+def _verify(conv: Conversation, limiter: FailureLimiter, mechanism: str,
             user: str, secret: str) -> None:
     session = conv.session
     hook = conv.hook("auth", mechanism, user, secret)
@@ -206,9 +190,8 @@ def _verify(conv: "Conversation", limiter: FailureLimiter, mechanism: str,
     # No user name here: a failed "user name" is often a misplaced password.
     log.info("session %s: AUTH %s failed from %s (%d failures in the window)",
              session.id, mechanism, session.conn.peer_ip, failures)
-    conv.rejected = True
     delay = conv.config.auth.failure_delay
     if delay:
         time.sleep(delay)  # slows guessing down, per connection
     close = result is Result.DENY_DISCONNECT
-    conv.reply(AUTH_BAD.with_text(None, close=True) if close else AUTH_BAD)
+    conv.refuse(AUTH_BAD.with_text(None, close=True) if close else AUTH_BAD)

@@ -2,24 +2,21 @@
 that run before any verb (over-long lines, bare CR/LF, NUL, unknown verbs).
 
 A handler is `handler(conv, argument: str)`; it queues replies on `conv`
-(a session.Conversation) and never writes to the socket itself, so replies
-to pipelined commands leave in one send.
+(a conversation.Conversation) and never writes to the socket itself, so
+replies to pipelined commands leave in one send.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from qsmtp import log as qlog
 from qsmtp import domains
 from qsmtp.smtp import auth, chars, transfer
 from qsmtp.smtp.address import AddressError, parse_path, split_path
+from qsmtp.smtp.conversation import Conversation
 from qsmtp.smtp.reader import BARE, TOO_LONG
 from qsmtp.smtp.replies import Reply
-
-if TYPE_CHECKING:
-    from qsmtp.smtp.session import Conversation
 
 log = logging.getLogger("qsmtp.session")
 
@@ -50,7 +47,7 @@ _VALUE_BAD = frozenset("=") | frozenset(chr(c) for c in range(0, 33)) | {"\x7f"}
 
 
 # -- line-level checks -------------------------------------------------------
-def execute(conv: "Conversation", kind: int, line: bytes) -> None:
+def execute(conv: Conversation, kind: int, line: bytes) -> None:
     if kind == TOO_LONG:
         return _refuse_line(conv, LINE_TOO_LONG)
     if kind == BARE:
@@ -70,47 +67,39 @@ def execute(conv: "Conversation", kind: int, line: bytes) -> None:
 MALFORMED_LINE_BUDGET = 20
 
 
-def _refuse_line(conv: "Conversation", reply: Reply) -> None:
-    conv.reply(reply)
+def _refuse_line(conv: Conversation, reply: Reply) -> None:
     conv.malformed += 1
     if conv.malformed > MALFORMED_LINE_BUDGET:
-        conv.out.pop()
-        conv.reply(Reply(421, "4.7.0", f"{conv.me} Too many malformed command lines, closing",
-                         close=True))
+        return conv.reply(Reply(421, "4.7.0", f"{conv.me} Too many malformed command lines, "
+                                "closing", close=True))
+    conv.reply(reply)
 
 
-def _unknown(conv: "Conversation", verb: str, raw_arg: bytes) -> None:
-    if conv.commands_seen == 0 and verb in HTTP_VERBS:
+def _unknown(conv: Conversation, verb: str, raw_arg: bytes) -> None:
+    if conv.commands_read == 1 and verb in HTTP_VERBS:
         log.info("session %s: %s spoke HTTP (%s); closed", conv.session.id,
                  conv.session.conn.peer_ip, verb)
-        conv.rejected = True
-        return conv.reply(UNRECOGNIZED.with_text(None, close=True))
+        return conv.refuse(UNRECOGNIZED.with_text(None, close=True))
     arg = raw_arg.decode("utf-8", "replace")
-    reply = conv.hook_reply("unrecognized_command", verb, arg, ok=None)
-    refused = reply is not None and not reply.positive
-    conv.reply(reply if refused else UNRECOGNIZED)
-    if not conv.closing:
-        _count_unrecognized(conv)
-
-
-def _count_unrecognized(conv: "Conversation") -> None:
-    conv.unrecognized += 1
-    if conv.unrecognized > conv.config.server.max_unrecognized:
-        conv.out.pop()
-        conv.reply(Reply(421, "4.7.0", f"{conv.me} Too many unrecognized commands, closing",
-                         close=True))
+    reply = conv.hook_refusal("unrecognized_command", verb, arg) or UNRECOGNIZED
+    if not reply.close:
+        conv.unrecognized += 1
+        if conv.unrecognized > conv.config.server.max_unrecognized:
+            return conv.reply(Reply(421, "4.7.0", f"{conv.me} Too many unrecognized commands, "
+                                    "closing", close=True), by_engine=True)
+    conv.reply(reply)
 
 
 # -- HELO / EHLO ---------------------------------------------------------------
-def do_helo(conv: "Conversation", arg: str) -> None:
+def do_helo(conv: Conversation, arg: str) -> None:
     _greeting(conv, arg, esmtp=False)
 
 
-def do_ehlo(conv: "Conversation", arg: str) -> None:
+def do_ehlo(conv: Conversation, arg: str) -> None:
     _greeting(conv, arg, esmtp=True)
 
 
-def _greeting(conv: "Conversation", host: str, esmtp: bool) -> None:
+def _greeting(conv: Conversation, host: str, esmtp: bool) -> None:
     verb = "EHLO" if esmtp else "HELO"
     if not host or " " in host:
         return conv.reply(Reply(501, "5.5.4", f"Syntax: {verb} hostname"))
@@ -138,7 +127,7 @@ def _non_ascii_not_a_domain(host: str) -> str | None:
     return None
 
 
-def ehlo_reply(conv: "Conversation") -> Reply:
+def ehlo_reply(conv: Conversation) -> Reply:
     session = conv.session
     lines = [conv.me, "PIPELINING", f"SIZE {conv.config.server.databytes}", "8BITMIME",
              "ENHANCEDSTATUSCODES", "SMTPUTF8"]
@@ -150,7 +139,7 @@ def ehlo_reply(conv: "Conversation") -> Reply:
 
 
 # -- MAIL / RCPT -------------------------------------------------------------
-def do_mail(conv: "Conversation", arg: str) -> None:
+def do_mail(conv: Conversation, arg: str) -> None:
     session = conv.session
     if not session.helo_host:
         return conv.reply(BAD_SEQUENCE_HELO)
@@ -169,19 +158,15 @@ def do_mail(conv: "Conversation", arg: str) -> None:
         return conv.reply(_address_refusal(exc, "sender", "5.1.7", "5.1.8"))
     except ParamError as exc:
         return conv.reply(exc.reply)
-    txn = session.new_transaction()
-    txn.sender, txn.mail_params = sender, params
-    qlog.bind(txn=txn.id)  # QSMTP_TXN on every line until the transaction ends
+    conv.open_transaction(sender, params)
     reply = conv.hook_reply("mail", sender, params, ok=SENDER_OK)
-    if not reply.positive:
-        conv.rejected = True
-        conv.drop_transaction()
-    else:
-        conv.summary.sender, conv.summary.recipients = sender.address, 0
-    conv.reply(reply)
+    if reply.positive:
+        return conv.reply(reply)
+    conv.drop_transaction(refused=True)
+    conv.refuse(reply)
 
 
-def do_rcpt(conv: "Conversation", arg: str) -> None:
+def do_rcpt(conv: Conversation, arg: str) -> None:
     txn = conv.session.transaction
     if txn is None:
         return conv.reply(NEED_MAIL)
@@ -203,10 +188,8 @@ def do_rcpt(conv: "Conversation", arg: str) -> None:
     reply = conv.hook_reply("rcpt", rcpt, params, ok=RCPT_OK, declined=RCPT_NOBODY)
     if reply.positive:
         txn.recipients.append(rcpt)
-        conv.summary.recipients = len(txn.recipients)
-    else:
-        conv.rejected = True
-    conv.reply(reply)
+        return conv.reply(reply)
+    conv.refuse(reply)
 
 
 def _address_refusal(exc: AddressError, who: str, mailbox: str, system: str) -> Reply:
@@ -240,7 +223,7 @@ def parse_params(text: str, esmtp: bool) -> dict[str, str | None]:
     return params
 
 
-def _check_mail_params(conv: "Conversation", params: dict[str, str | None]) -> Reply | None:
+def _check_mail_params(conv: Conversation, params: dict[str, str | None]) -> Reply | None:
     for key, value in params.items():
         if key == "SIZE":
             if value is None or not value.isdigit() or not value.isascii():
@@ -263,7 +246,7 @@ def _check_mail_params(conv: "Conversation", params: dict[str, str | None]) -> R
 
 
 # -- the rest ------------------------------------------------------------------
-def do_data(conv: "Conversation", arg: str) -> None:
+def do_data(conv: Conversation, arg: str) -> None:
     if arg:
         return conv.reply(NO_ARGS)
     txn = conv.session.transaction
@@ -271,55 +254,56 @@ def do_data(conv: "Conversation", arg: str) -> None:
         return conv.reply(NEED_MAIL)
     if not txn.recipients:
         return conv.reply(NEED_RCPT)
-    transfer.receive(conv)
+    transfer.receive(conv, txn)
 
 
-def do_rset(conv: "Conversation", arg: str) -> None:
+def do_rset(conv: Conversation, arg: str) -> None:
     if arg:
         return conv.reply(NO_ARGS)
     conv.drop_transaction()
     conv.reply(OK)
 
 
-def do_noop(conv: "Conversation", arg: str) -> None:
+def do_noop(conv: Conversation, arg: str) -> None:
     conv.reply(conv.hook_reply("noop", ok=OK))
 
 
-def do_quit(conv: "Conversation", arg: str) -> None:
+def do_quit(conv: Conversation, arg: str) -> None:
     bye = Reply(221, "2.0.0", f"{conv.me} Bye", close=True)
     reply = conv.hook_reply("quit", ok=bye)
     conv.reply(reply if reply.close else reply.with_text(None, close=True))
 
 
-def do_vrfy(conv: "Conversation", arg: str) -> None:
+def do_vrfy(conv: Conversation, arg: str) -> None:
     if not arg:
         return conv.reply(Reply(501, "5.5.4", "Syntax: VRFY address"))
     conv.reply(conv.hook_reply("vrfy", arg, ok=Reply(250, "2.1.5", arg),
                                declined=VRFY_DEFAULT))
 
 
-def do_help(conv: "Conversation", arg: str) -> None:
+def do_help(conv: Conversation, arg: str) -> None:
     conv.reply(HELP)
 
 
-def do_starttls(conv: "Conversation", arg: str) -> None:
+def do_starttls(conv: Conversation, arg: str) -> None:
     if conv.session.tls:
         return conv.reply(TLS_ACTIVE)
-    if conv.app.tls_context is None:
+    context = conv.app.tls_context
+    if context is None:
         return conv.reply(NO_TLS)
     if arg:
         return conv.reply(NO_ARGS)
     conv.reply(TLS_READY)
-    transfer.start_tls(conv)
+    transfer.start_tls(conv, context)
 
 
-def do_auth(conv: "Conversation", arg: str) -> None:
+def do_auth(conv: Conversation, arg: str) -> None:
     if not conv.app.plugins.has("auth"):
         return conv.reply(NO_AUTH)
     auth.authenticate(conv, arg)
 
 
-Handler = Callable[["Conversation", str], None]
+Handler = Callable[[Conversation, str], None]
 VERBS: dict[str, Handler] = {
     "EHLO": do_ehlo, "HELO": do_helo, "MAIL": do_mail, "RCPT": do_rcpt,
     "DATA": do_data, "RSET": do_rset, "NOOP": do_noop, "QUIT": do_quit,

@@ -1,4 +1,5 @@
-"""Buffered socket reader: SMTP command lines and DATA framing.
+"""The connection's socket, owned here alone: buffered reading of SMTP
+command lines and DATA framing, sending, the STARTTLS upgrade, closing.
 
 Line-end rules (docs/REFERENCE.md "Precise rules", SMTP smuggling): a line ends ONLY at
 CRLF. A lone CR or LF never ends a line; a command line containing one is
@@ -20,6 +21,10 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 MAX_LINE = 512  # octets, including CRLF (RFC 5321 4.5.3.1.4)
 MAX_AUTH_LINE = 12288  # AUTH command and SASL responses (RFC 4954 4)
@@ -57,7 +62,8 @@ class SessionTooLong(ReadTimeout):
 
 
 class StopRequested(Exception):
-    """The worker is stopping and we were idle between commands."""
+    """The worker is stopping and we were idle between commands: the one
+    way a stop ends a session (the engine answers 421 4.3.2)."""
 
 
 class TLSOnPlainPort(Exception):
@@ -75,7 +81,8 @@ class Reader:
     def __init__(self, sock: socket.socket, timeout: float,
                  flush: Callable[[], None], touch: Callable[[], None] | None = None,
                  stopping: Callable[[], bool] | None = None, *,
-                 min_data_rate: int = 0, max_session_time: float = 0):
+                 min_data_rate: int = 0, max_session_time: float = 0,
+                 watch_tls_hello: bool = False):
         self.sock = sock
         self.timeout = float(timeout)
         # A per-wait timeout alone lets 1 byte every timeout-1 s hold a
@@ -87,27 +94,33 @@ class Reader:
         self.touch = touch or (lambda: None)
         self.stopping = stopping
         self.buf = bytearray()
-        self.watch_tls_hello = False  # set by the engine before the first command
+        # A TLS ClientHello as the first bytes of the session: a client
+        # that wanted the implicit-TLS port (cleared at the first line).
+        self.watch_tls_hello = watch_tls_hello
 
     # -- raw input ---------------------------------------------------------
     def _recv(self, deadline: float, idle: bool = False,
               too_slow: type[ReadTimeout] = ReadTimeout) -> None:
         """Append one recv() to the buffer; flushes pending replies first.
-        `deadline` passing raises `too_slow`; the session's end, SessionTooLong."""
+        `deadline` passing raises `too_slow`; the session's end, SessionTooLong.
+        `idle` (between commands): a stop raises StopRequested, checked
+        before blocking and every STOP_POLL seconds while waiting."""
         self.flush()
         if self.session_end < deadline:
             deadline, too_slow = self.session_end, SessionTooLong
+        stopping = self.stopping if idle else None
+        if stopping is not None and stopping():
+            raise StopRequested()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise too_slow()
-            poll = idle and self.stopping is not None
-            self.sock.settimeout(min(remaining, STOP_POLL) if poll else remaining)
+            self.sock.settimeout(remaining if stopping is None else min(remaining, STOP_POLL))
             try:
                 data = self.sock.recv(RECV_SIZE)
                 break
             except TimeoutError:
-                if poll and self.stopping():
+                if stopping is not None and stopping():
                     raise StopRequested() from None
             except (ConnectionError, OSError) as exc:
                 raise PeerClosed(str(exc)) from None
@@ -118,14 +131,31 @@ class Reader:
         self.buf += data
         self.touch()
 
+    # -- the socket itself -------------------------------------------------
+    def send(self, data: bytes, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+        self.sock.sendall(data)
+
     def discard_buffer(self) -> int:
         """Drop everything buffered (plaintext after STARTTLS); returns count."""
         count = len(self.buf)
         self.buf.clear()
         return count
 
-    def has_line(self) -> bool:
-        return self.buf.find(b"\r\n") >= 0
+    def start_tls(self, context: "ssl.SSLContext", timeout: float) -> "ssl.SSLSocket":
+        """Server-side TLS on this socket from now on; raises ssl.SSLError /
+        OSError when the handshake fails."""
+        self.sock.settimeout(timeout)
+        tls = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
+        self.sock = tls
+        tls.do_handshake()
+        return tls
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
     def peek(self, wait: float) -> bool:
         """True when client bytes are buffered or arrive within `wait`
@@ -171,7 +201,7 @@ class Reader:
                     limit = MAX_AUTH_LINE
                     continue
                 return TOO_LONG, self._discard_long_line(deadline, limit)
-            self._recv(deadline, idle=not self.buf)
+            self._recv(deadline, idle=True)
 
     def _discard_long_line(self, deadline: float, limit: int = MAX_LINE) -> bytes:
         head = bytes(self.buf[:limit])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import overload
 
 from qsmtp.plugins.api import HookResult, Result
 
@@ -94,6 +95,12 @@ PLUGIN_FAILED = Reply(451, "4.3.0", "Temporary local problem, try again later")
 _SUCCESS = (Result.OK, Result.DONE)
 
 
+@overload
+def decide(hook: str, hook_result: HookResult, ok: Reply,
+           declined: Reply | None = None) -> Reply: ...
+@overload
+def decide(hook: str, hook_result: HookResult, ok: None,
+           declined: Reply | None = None) -> Reply | None: ...
 def decide(hook: str, hook_result: HookResult, ok: Reply | None,
            declined: Reply | None = None) -> Reply | None:
     """The reply for `hook_result` at `hook`.

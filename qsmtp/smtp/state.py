@@ -11,7 +11,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from qsmtp.smtp.address import Address
@@ -43,6 +43,7 @@ class Transaction:
     # line first; headers.py puts Received: here.
     added_headers: list[str] = field(default_factory=list)
     id: str = ""
+    wire_size: int = 0  # octets of the message as sent (DATA read to its end)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -69,6 +70,11 @@ class Session:
     relay_client: bool = False  # set by the relay plugin (or auth)
     notes: dict[str, Any] = field(default_factory=dict)
     transaction: Transaction | None = None
+    # `peek_early_talk(wait)`: True when client bytes are buffered or arrive
+    # within `wait` seconds, consuming nothing (earlytalker); the engine
+    # passes its reader's peek.
+    peek_early_talk: Callable[[float], bool] = field(default=lambda wait: False,
+                                                     repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.id:

@@ -14,7 +14,8 @@ import engine_test_plugins
 from protocol_harness import Client, Server, write_config
 from qsmtp import config as qconfig
 from qsmtp.app import App
-from qsmtp.smtp.session import AbortSession, run_session
+from qsmtp.smtp.control import AbortSession
+from qsmtp.smtp.session import run_session
 from qsmtp.smtp.state import ConnectionInfo
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from qsmtp import config as qconfig
 from qsmtp.smtp import authlimit
-from qsmtp.smtp.auth import redact
+from qsmtp.smtp.conversation import redact
 from qsmtp.smtp.authlimit import FILENAME, FailureLimiter, client_key
 from qsmtp.state.sqlite import SqliteLeases
 
