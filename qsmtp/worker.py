@@ -27,10 +27,9 @@ import time
 from qsmtp import log as qlog
 from qsmtp import proxy_gate, systemd
 from qsmtp.registry_layout import plain_ip
-from qsmtp.smtp.state import ConnectionInfo
-
 from qsmtp.smtp.control import AbortSession
 from qsmtp.smtp.session import run_session
+from qsmtp.smtp.state import ConnectionInfo
 
 log = logging.getLogger("qsmtp.worker")
 

@@ -9,7 +9,7 @@ replies to pipelined commands leave in one send.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from qsmtp import domains
 from qsmtp.smtp import auth, chars, transfer

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from qsmtp import log as qlog
 from qsmtp.plugins.api import HookResult, Result

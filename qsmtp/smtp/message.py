@@ -92,7 +92,9 @@ class MessageBody:
             self._chunks.append(data)
             self._mem += len(data)
             if self._mem > self._threshold:
-                self._file = tempfile.TemporaryFile(prefix="qsmtp-", dir=self._spool_dir)
+                # Open for the body's whole life (close() ends it): no `with`.
+                self._file = tempfile.TemporaryFile(  # noqa: SIM115
+                    prefix="qsmtp-", dir=self._spool_dir)
                 self._file.writelines(self._chunks)
                 self._chunks, self._mem = [], 0
         except OSError as exc:

@@ -16,6 +16,7 @@ send per group of commands.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
@@ -142,7 +143,7 @@ class Reader:
         self.buf.clear()
         return count
 
-    def start_tls(self, context: "ssl.SSLContext", timeout: float) -> "ssl.SSLSocket":
+    def start_tls(self, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
         """Server-side TLS on this socket from now on; raises ssl.SSLError /
         OSError when the handshake fails."""
         self.sock.settimeout(timeout)
@@ -152,10 +153,8 @@ class Reader:
         return tls
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     def peek(self, wait: float) -> bool:
         """True when client bytes are buffered or arrive within `wait`

@@ -8,6 +8,7 @@ peer is gone or is not speaking SMTP at all.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -111,10 +112,8 @@ def _outcome(conv: Conversation) -> str:
 
 
 def _last_words(conv: Conversation, reply: Reply) -> None:
-    try:
+    with contextlib.suppress(OSError, AbortSession):  # the peer may be gone
         conv.last_words(reply)
-    except (OSError, AbortSession):
-        pass
 
 
 def _finish(conv: Conversation) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from qsmtp.smtp.address import Address
@@ -34,11 +35,11 @@ class Transaction:
     """One MAIL FROM .. end of DATA (or RSET)."""
 
     session_id: str
-    sender: "Address | None" = None
+    sender: Address | None = None
     mail_params: dict[str, str | None] = field(default_factory=dict)
-    recipients: list["Address"] = field(default_factory=list)
+    recipients: list[Address] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
-    body: "MessageBody | None" = None
+    body: MessageBody | None = None
     # Header lines (without line end) put above the received message, first
     # line first; headers.py puts Received: here.
     added_headers: list[str] = field(default_factory=list)

@@ -12,15 +12,15 @@ import pytest
 
 from qsmtp import config as qconfig
 from qsmtp.smtp import authlimit
-from qsmtp.smtp.conversation import redact
 from qsmtp.smtp.authlimit import FILENAME, FailureLimiter, client_key
+from qsmtp.smtp.conversation import redact
+from qsmtp.smtp.reader import LINE, MAX_AUTH_LINE, TOO_LONG, Reader
 from qsmtp.state.sqlite import SqliteLeases
 
 
 def sqlite_limiter(state_dir, max_failures: int, window: int) -> FailureLimiter:
     store = SqliteLeases(os.path.join(state_dir, FILENAME), "auth")
     return FailureLimiter(store, max_failures, window)
-from qsmtp.smtp.reader import LINE, MAX_AUTH_LINE, TOO_LONG, Reader
 
 
 def test_limit_and_window(tmp_path, monkeypatch):
