@@ -11,11 +11,13 @@ from qsmtp.plugins.api import PluginError
 if TYPE_CHECKING:
     import ssl
 
+    from qsmtp.plugins.dispatch import Dispatcher
+
 
 @dataclass
 class App:
     config: Config
-    plugins: Dispatcher  # noqa: F821 - qsmtp.plugins.dispatch.Dispatcher
+    plugins: Dispatcher
     tls_context: ssl.SSLContext | None
 
     @classmethod

@@ -13,16 +13,24 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 from click.core import ParameterSource
 
 from qsmtp import config as config_mod
-from qsmtp.config import FLAG_SOURCE, ConfigError
+from qsmtp.config import FLAG_SOURCE, Config, ConfigError
 from qsmtp.exitcodes import EX_CONFIG, EX_FAIL, EX_OK
 from qsmtp.settings import SETTINGS, Setting
 
+if TYPE_CHECKING:
+    from qsmtp.app import App
+    from qsmtp.listeners import Listener
+    from qsmtp.privileges import Account
+
 log = logging.getLogger("qsmtp")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def version() -> str:
@@ -47,8 +55,8 @@ version_option = click.option("--version", is_flag=True, expose_value=False, is_
                               callback=_show_version, help="Show the version and exit.")
 
 
-def _option(setting: Setting):
-    kwargs = dict(help=setting.help, default=None, show_default=False)
+def _option(setting: Setting) -> Callable[[F], F]:
+    kwargs: dict[str, Any] = dict(help=setting.help, default=None, show_default=False)
     if setting.type is bool:
         kwargs.update(is_flag=True)
     elif setting.type is list:
@@ -58,15 +66,15 @@ def _option(setting: Setting):
     return click.option(*setting.flags, setting.key, **kwargs)
 
 
-def setting_options(func):
+def setting_options(func: F) -> F:
     for setting in reversed([s for s in SETTINGS if s.flags]):
         func = _option(setting)(func)
     return func
 
 
-def given_flags(ctx: click.Context, params: dict) -> dict:
+def given_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
     """{setting name: value} for the flags on the command line only."""
-    flags = {}
+    flags: dict[str, Any] = {}
     for setting in SETTINGS:
         if not setting.flags:
             continue
@@ -77,7 +85,7 @@ def given_flags(ctx: click.Context, params: dict) -> dict:
     return flags
 
 
-def fail(message: str, code: int) -> NoReturn:  # noqa: F821
+def fail(message: str, code: int) -> NoReturn:
     click.echo(f"qsmtp: {message}", err=True)
     sys.exit(code)
 
@@ -102,7 +110,7 @@ SERVE_EPILOG = ("Exit codes: 0 stopped cleanly, 1 cannot start (address in use, 
 @version_option
 @setting_options
 @click.pass_context
-def serve(ctx: click.Context, config_path: str | None, **params) -> None:
+def serve(ctx: click.Context, config_path: str | None, **params: Any) -> None:
     """Serve SMTP with a pool of pre-forked workers."""
     flags = given_flags(ctx, params)
     try:
@@ -111,7 +119,8 @@ def serve(ctx: click.Context, config_path: str | None, **params) -> None:
         fail(str(exc), EX_CONFIG)
 
 
-def _checked(config_path: str | None, flags: dict):
+def _checked(config_path: str | None,
+             flags: dict[str, Any]) -> tuple[Config, Account | None]:
     """-> (config, account): the file, the flags and the user to run as."""
     from qsmtp import privileges, startpaths
 
@@ -121,29 +130,35 @@ def _checked(config_path: str | None, flags: dict):
         try:
             account = privileges.lookup(user)
         except KeyError:
-            source = FLAG_SOURCE if config.origin["server.user"] == "flag" else config_path
-            raise ConfigError(source, "server.user", f"no such user {user!r}") from None
+            raise ConfigError(_source(config, "server.user", config_path), "server.user",
+                              f"no such user {user!r}") from None
     bad = startpaths.problem(config, account)
     if bad:
-        source = FLAG_SOURCE if config.origin[bad[0]] == "flag" else config_path
-        raise ConfigError(source or FLAG_SOURCE, *bad)
+        raise ConfigError(_source(config, bad[0], config_path), *bad)
     return config, account
 
 
-def _load(config_path: str | None, flags: dict):
+def _source(config: Config, name: str, config_path: str | None) -> str:
+    """Where the value of setting `name` came from, for a ConfigError."""
+    if config.origin[name] == "flag":
+        return FLAG_SOURCE
+    return config_path or FLAG_SOURCE
+
+
+def _load(config_path: str | None, flags: dict[str, Any]) -> tuple[Config, App]:
     from qsmtp.app import App
 
     config, _account = _checked(config_path, flags)
     return config, App.load(config)
 
 
-def _serve(config_path: str | None, flags: dict) -> int:
+def _serve(config_path: str | None, flags: dict[str, Any]) -> int:
     from qsmtp import listeners, pidfile, systemd
     from qsmtp import log as log_mod
     from qsmtp.app import App
 
     config_path = config_mod.default_path(config_path)
-    socks: list = []
+    socks: list[Listener] = []
     try:
         config, account = _checked(config_path, flags)
         server = config.server
@@ -156,7 +171,7 @@ def _serve(config_path: str | None, flags: dict) -> int:
             fail(str(exc), EX_FAIL)
         app = App.load(config)
     except ConfigError as exc:
-        inherited = [l for l in socks if l.inherited]
+        inherited = [sock for sock in socks if sock.inherited]
         if not inherited and not (not socks and systemd.socket_activated()):
             listeners.close_all(socks)
             raise  # self-bound: no socket to keep, exit 78
@@ -170,7 +185,8 @@ def _serve(config_path: str | None, flags: dict) -> int:
     return _run(config_path, flags, app, socks, account)
 
 
-def _config_invalid(error: ConfigError, socks: list, config_path, flags):
+def _config_invalid(error: ConfigError, socks: list[Listener], config_path: str | None,
+                    flags: dict[str, Any]) -> tuple[Config, App, Account | None]:
     """Socket-activated with a bad config: keep systemd's sockets answering
     421 until a HUP finds the file valid (qsmtp.degraded)."""
     from qsmtp import listeners
@@ -188,13 +204,15 @@ def _config_invalid(error: ConfigError, socks: list, config_path, flags):
     if loaded is None:
         listeners.close_all(socks)
         sys.exit(EX_OK)
-    config, app = loaded
+    # ConfigInvalid hands back what its loader (_load) returned.
+    config, app = cast("tuple[Config, App]", loaded)
     _config, account = _checked(config_path, flags)
     log_mod.setup(debug=config.server.debug, quiet=config.server.quiet)
     return config, app, account
 
 
-def _run(config_path, flags, app, socks, account) -> int:
+def _run(config_path: str | None, flags: dict[str, Any], app: App, socks: list[Listener],
+         account: Account | None) -> int:
     from qsmtp import pidfile, privileges, systemd
     from qsmtp.registry import Registry, RegistryError
     from qsmtp.supervisor import Supervisor

@@ -7,15 +7,20 @@ CLI can print one line and exit 78 (qsmtp.exitcodes.EX_CONFIG) instead of a trac
 from __future__ import annotations
 
 import os
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
-import tomllib
-
-from qsmtp.settings import BY_NAME, SECTIONS, SETTINGS, Setting, host_fqdn
+from qsmtp.settings import (
+    BY_NAME,
+    SECTIONS,
+    SETTINGS,
+    Sections,
+    Setting,
+    host_fqdn,
+    section_values,
+)
 
 FLAG_SOURCE = "command line"
 # `qsmtp serve` and `qsmtpctl` without --config both use this file when it
@@ -38,11 +43,14 @@ class ConfigError(Exception):
 
 
 @dataclass
-class Config:
+class Config(Sections):
     """Validated settings: `config.server.children`, `config.relay.domains`…
+    (one typed, frozen instance per section, see qsmtp.settings.Sections).
 
-    `origin[name]` says where each value came from: default, file or flag.
+    `values` holds the same settings by name ("server.children"), and
+    `origin[name]` says where each came from: default, file or flag.
     `plugins` is the ordered `[[plugins]]` list, each a dict with `name`.
+    Build one with `Config.build`.
     """
 
     values: dict[str, Any]
@@ -54,12 +62,10 @@ class Config:
     # create nothing.
     check_only: bool = False
 
-    def __post_init__(self) -> None:
-        for section in SECTIONS:
-            ns = SimpleNamespace(**{
-                s.key: self.values[s.name] for s in SETTINGS if s.section == section
-            })
-            setattr(self, section, ns)
+    @classmethod
+    def build(cls, values: dict[str, Any], origin: dict[str, str],
+              **rest: Any) -> Config:
+        return cls(**section_values(values), values=values, origin=origin, **rest)
 
     def get(self, name: str) -> Any:
         return self.values[name]
@@ -172,8 +178,7 @@ def load(path: str | None = None, flags: Mapping[str, Any] | None = None) -> Con
                           "required when [proxy] is set (the balancers' networks)")
     if not values["server.me"]:
         values["server.me"] = host_fqdn()
-    return Config(values=values, origin=origin, plugins=plugins, path=path,
-                  sections=present)
+    return Config.build(values, origin, plugins=plugins, path=path, sections=present)
 
 
 def peek(path: str | None, names: tuple[str, ...],
@@ -190,19 +195,19 @@ def peek(path: str | None, names: tuple[str, ...],
         except ConfigError:
             data = _line_by_line(path)
     for name in names:
+        check = BY_NAME[name].check
         section, key = name.split(".", 1)
         table = data.get(section)
         candidates = [table.get(key) if isinstance(table, dict) else None,
                       (flags or {}).get(name)]
-        for value, where in zip(candidates, ("file", "flag")):
+        for value, where in zip(candidates, ("file", "flag"), strict=True):
             if value is None:
                 continue
             try:
                 value = _coerce(BY_NAME[name], value, "")
             except ConfigError:
                 value = None
-            if value is not None and (BY_NAME[name].check is None
-                                      or not BY_NAME[name].check(value)):
+            if value is not None and (check is None or not check(value)):
                 values[name] = value
                 if origin is not None:
                     origin[name] = where

@@ -4,6 +4,10 @@ This table feeds the `qsmtp serve` options, TOML validation, `qsmtpctl config
 show` and the settings reference in the docs.  Adding a setting here is all it
 takes to get a config key, a flag (if `flags` is set) and validation.
 
+Each section is a frozen dataclass whose fields are its settings (the field
+name is the key, its annotation the type, `setting()` the rest): `Config`
+carries one instance per section, so `config.server.children` is typed.
+
 Range checks live here and not in click types (docs/REFERENCE.md "`qsmtp serve` flags"): a value
 that parses but is wrong must exit 78 naming the key, not 2 from click.
 """
@@ -11,9 +15,9 @@ that parses but is wrong must exit 78 naming the key, not 2 from click.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, get_origin, get_type_hints
 
 from qsmtp import domains
 
@@ -31,7 +35,6 @@ class Setting:
     check: Check | None = None
     metavar: str | None = None
     multiple: bool = False  # flag may be repeated (lists)
-    hidden: dict = field(default_factory=dict, compare=False)
 
     @property
     def name(self) -> str:
@@ -41,6 +44,17 @@ class Setting:
     def dest(self) -> str:
         """The click parameter name for this setting."""
         return self.key
+
+
+def setting(default: Any, help: str, *, flags: tuple[str, ...] = (),
+            check: Check | None = None, metavar: str | None = None,
+            multiple: bool = False) -> Any:
+    """A field of a section dataclass below: the rest of its Setting."""
+    meta = {"help": help, "flags": flags, "check": check, "metavar": metavar,
+            "multiple": multiple}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def between(low: int, high: int, why: str = "") -> Check:
@@ -158,145 +172,203 @@ def _check_redis_url(url: str) -> str | None:
     return f"not a redis://, rediss:// or unix:// URL: {url!r}"
 
 
-SETTINGS: tuple[Setting, ...] = (
-    # [server] -- qpsmtpd-prefork's flags keep their names.
-    Setting("server", "me", str, "",
-            "Host name used in the banner and Received: headers. Empty (the "
-            "default): this host's fully-qualified name, as Postfix's myhostname "
-            "(gethostname(), its FQDN from /etc/hosts, else NAME.localdomain)."),
-    Setting("server", "listen", list, ["0.0.0.0"],
-            "Addresses to bind, ADDR[:PORT] or [V6]:PORT; ignored when systemd "
-            "passes sockets. Without a port, --port is used.",
-            flags=("--listen-address", "--interface"), metavar="ADDR[:PORT]",
-            multiple=True, check=_check_listen),
-    Setting("server", "port", int, 2525, "Port for listen addresses given without one.",
-            flags=("--port",), check=between(1, 65535, "TCP ports")),
-    Setting("server", "children", int, 15, "Maximum number of worker processes.",
-            flags=("--children",), check=between(1, MAX_CHILDREN, WHY_CHILDREN)),
-    Setting("server", "idle_children", int, 5, "Spare idle workers kept ready.",
-            flags=("--idle-children",), check=between(0, MAX_CHILDREN, WHY_CHILDREN)),
-    Setting("server", "max_from_ip", int, 10,
-            "Concurrent sessions allowed per client IP; 0 turns the limit off.",
-            flags=("--max-from-ip",),
-            check=between(0, MAX_CHILDREN, "never more sessions than children")),
-    Setting("server", "child_lifetime", int, 100,
-            "Sessions a worker serves before it retires (jittered).",
-            flags=("--child-lifetime",),
-            check=between(1, 1_000_000, "a worker is recycled to bound leaks")),
-    Setting("server", "timeout", int, 300,
-            "Seconds to wait for a command line or DATA bytes, then 421.",
-            check=between(1, 3600, "RFC 5321 4.5.3.2 asks for minutes; " + WHY_WAIT)),
-    Setting("server", "databytes", int, 26214400,
-            "Largest message accepted, in bytes (advertised as SIZE).",
-            check=between(1, 1 << 31, "2 GiB: the message is spooled to disk "
-                          "and copied into the queue")),
-    Setting("server", "max_recipients", int, 100,
-            "Recipients per transaction; more get 452 4.5.3.",
-            check=between(1, 100_000, "recipients are kept in memory; "
-                          "RFC 5321 asks for 100")),
-    Setting("server", "max_unrecognized", int, 4,
-            "Unknown verbs per session before 421 and close.",
-            check=between(0, 1000, "a budget, not a way to keep a worker busy")),
-    Setting("server", "hook_timeout", int, 30,
-            "Seconds a plugin hook may run before 451 4.3.0.",
-            check=between(1, 3600, WHY_WAIT)),
-    Setting("server", "grace", int, 30,
-            "Seconds sessions may finish after TERM before 421.",
-            check=between(0, 3600, "a stop must end")),
-    Setting("server", "min_data_rate", int, 500,
-            "Bytes per second a DATA transfer must average once it has run longer "
-            "than timeout, else 421 4.4.2 and close; 0 turns it off.",
-            check=between(0, 1 << 30, "1 GiB/s: above any link")),
-    Setting("server", "max_session_time", int, 3600,
-            "Seconds a whole session may last, then 421 4.4.2 and close; 0 turns it off.",
-            check=between(0, 86400, "one day; " + WHY_WAIT)),
-    Setting("server", "runtime_dir", str, "/run/qsmtp",
-            "Directory for the pid file, the registry id and control files."),
-    Setting("server", "state_dir", str, "/var/lib/qsmtp",
-            "Directory for plugin databases (karma, greylisting)."),
-    Setting("server", "pid_file", str, "",
-            "Write the supervisor pid here; refuse to start if it names a live process.",
-            flags=("--pid-file",), metavar="PATH"),
-    Setting("server", "user", str, "",
-            "Drop to this user (and its groups) after the sockets are open.",
-            flags=("--user",), metavar="NAME"),
-    Setting("server", "renice_parent", int, 0,
-            "Nice increment applied to the supervisor only.",
-            flags=("--renice-parent",), check=between(-20, 19, "nice(2) range")),
-    Setting("server", "pretty_child", bool, False,
-            "Show worker state in the process title (qsmtp: worker busy 192.0.2.7).",
-            flags=("--pretty-child",)),
-    Setting("server", "detach", bool, False, "Fork into the background.",
-            flags=("--detach",)),
-    Setting("server", "debug", bool, False, "Log at debug level.", flags=("--debug",)),
-    Setting("server", "quiet", bool, False, "Log warnings and errors only.",
-            flags=("--quiet",)),
-    # [relay]
-    Setting("relay", "clients", list, ["127.0.0.0/8", "::1/128"],
-            "Client networks that may relay to any domain.", check=_check_networks),
-    Setting("relay", "domains", list, [],
-            "Domains we accept mail for; '.example.test' also matches subdomains. "
-            "IDNA 2008 U-labels or A-labels, matched in either form.",
-            check=_check_domains),
-    # [queue]
-    Setting("queue", "backend", str, "maildir",
-            "Where accepted mail goes: maildir, smtp or lmtp.",
-            check=one_of("maildir", "smtp", "lmtp")),
-    Setting("queue", "path", str, "/var/spool/qsmtp/maildir",
-            "Maildir for backend=maildir (tmp/new/cur created if missing)."),
-    Setting("queue", "upstream", str, "",
-            "host:port (smtp, lmtp) or unix:/path (lmtp) for hand-off backends."),
-    Setting("queue", "upstream_timeout", int, 60,
-            "Seconds to wait on the upstream MTA per step.",
-            check=between(1, 3600, WHY_WAIT)),
-    # [tls]
-    Setting("tls", "cert", str, "", "PEM certificate chain; STARTTLS needs cert and key."),
-    Setting("tls", "key", str, "", "PEM private key."),
-    # [auth] -- SMTP AUTH (the backends are `auth_*` plugins with an `auth` hook)
-    Setting("auth", "plaintext_services", list, [],
-            "Listeners where AUTH is offered without TLS: systemd FileDescriptorName "
-            "names (self-bound listeners are named 'smtp') or local ports as ':587'. "
-            "Elsewhere AUTH needs STARTTLS first (538 5.7.11).", check=_check_services),
-    Setting("auth", "max_failures", int, 5,
-            "Failed AUTH attempts per client IP (IPv6: per /64) within failure_window, "
-            "counted across all workers; then AUTH gets 421 4.7.0 and the connection "
-            "closes. 0 turns the limit off.",
-            check=between(0, 1_000_000, "a count, stored per client IP")),
-    Setting("auth", "failure_window", int, 900,
-            "Seconds a failed AUTH attempt is remembered.",
-            check=between(1, 30 * 86400, "30 days; state is pruned after it")),
-    Setting("auth", "failure_delay", int, 2,
-            "Seconds to wait before answering a failed AUTH with 535.",
-            check=between(0, 60, "the delay holds a worker")),
-    # [proxy] -- PROXY protocol from a load balancer; no [proxy] section: off
-    Setting("proxy", "protocol", str, "v2",
-            "PROXY protocol header expected before the greeting: v1, v2 or any.",
-            check=one_of("v1", "v2", "any")),
-    Setting("proxy", "trusted", list, [],
-            "Balancer networks allowed to send the header; any other peer, or a "
-            "missing or malformed header, is closed without a banner.",
-            check=_check_networks),
-    Setting("proxy", "services", list, [],
-            "Listeners that expect the header (systemd FileDescriptorName names, "
-            "'smtp' for self-bound ones, or local ports as ':25'); empty: all.",
-            check=_check_services),
-    Setting("proxy", "timeout", int, 5,
-            "Seconds a trusted peer has to send the whole header.",
-            check=between(1, 60, WHY_WAIT)),
-)
+@dataclass(frozen=True)
+class ServerSettings:
+    """[server] -- qpsmtpd-prefork's flags keep their names."""
 
-# [state] -- where karma, greylisting, the AUTH failure limit and `limit` keep
-# their shared state (one host: SQLite files; several hosts: one Redis).
-STATE_SETTINGS: tuple[Setting, ...] = (
-    Setting("state", "backend", str, "sqlite",
-            "Shared state store: sqlite (files in state_dir, shared by the workers of "
-            "this host) or redis (shared by every host using the same url).",
-            check=one_of("sqlite", "redis")),
-    Setting("state", "url", str, "redis://127.0.0.1:6379/0",
-            "Redis server for backend=redis: redis://[:password@]host:port/db, "
-            "rediss://... (TLS) or unix:///path.sock?db=N.", check=_check_redis_url),
-)
-SETTINGS += STATE_SETTINGS
+    me: str = setting("",
+        "Host name used in the banner and Received: headers. Empty (the "
+        "default): this host's fully-qualified name, as Postfix's myhostname "
+        "(gethostname(), its FQDN from /etc/hosts, else NAME.localdomain).")
+    listen: list[str] = setting(["0.0.0.0"],
+        "Addresses to bind, ADDR[:PORT] or [V6]:PORT; ignored when systemd "
+        "passes sockets. Without a port, --port is used.",
+        flags=("--listen-address", "--interface"), metavar="ADDR[:PORT]",
+        multiple=True, check=_check_listen)
+    port: int = setting(2525, "Port for listen addresses given without one.",
+        flags=("--port",), check=between(1, 65535, "TCP ports"))
+    children: int = setting(15, "Maximum number of worker processes.",
+        flags=("--children",), check=between(1, MAX_CHILDREN, WHY_CHILDREN))
+    idle_children: int = setting(5, "Spare idle workers kept ready.",
+        flags=("--idle-children",), check=between(0, MAX_CHILDREN, WHY_CHILDREN))
+    max_from_ip: int = setting(10,
+        "Concurrent sessions allowed per client IP; 0 turns the limit off.",
+        flags=("--max-from-ip",),
+        check=between(0, MAX_CHILDREN, "never more sessions than children"))
+    child_lifetime: int = setting(100,
+        "Sessions a worker serves before it retires (jittered).",
+        flags=("--child-lifetime",),
+        check=between(1, 1_000_000, "a worker is recycled to bound leaks"))
+    timeout: int = setting(300,
+        "Seconds to wait for a command line or DATA bytes, then 421.",
+        check=between(1, 3600, "RFC 5321 4.5.3.2 asks for minutes; " + WHY_WAIT))
+    databytes: int = setting(26214400,
+        "Largest message accepted, in bytes (advertised as SIZE).",
+        check=between(1, 1 << 31, "2 GiB: the message is spooled to disk "
+                      "and copied into the queue"))
+    max_recipients: int = setting(100,
+        "Recipients per transaction; more get 452 4.5.3.",
+        check=between(1, 100_000, "recipients are kept in memory; "
+                      "RFC 5321 asks for 100"))
+    max_unrecognized: int = setting(4,
+        "Unknown verbs per session before 421 and close.",
+        check=between(0, 1000, "a budget, not a way to keep a worker busy"))
+    hook_timeout: int = setting(30,
+        "Seconds a plugin hook may run before 451 4.3.0.",
+        check=between(1, 3600, WHY_WAIT))
+    grace: int = setting(30,
+        "Seconds sessions may finish after TERM before 421.",
+        check=between(0, 3600, "a stop must end"))
+    min_data_rate: int = setting(500,
+        "Bytes per second a DATA transfer must average once it has run longer "
+        "than timeout, else 421 4.4.2 and close; 0 turns it off.",
+        check=between(0, 1 << 30, "1 GiB/s: above any link"))
+    max_session_time: int = setting(3600,
+        "Seconds a whole session may last, then 421 4.4.2 and close; 0 turns it off.",
+        check=between(0, 86400, "one day; " + WHY_WAIT))
+    runtime_dir: str = setting("/run/qsmtp",
+        "Directory for the pid file, the registry id and control files.")
+    state_dir: str = setting("/var/lib/qsmtp",
+        "Directory for plugin databases (karma, greylisting).")
+    pid_file: str = setting("",
+        "Write the supervisor pid here; refuse to start if it names a live process.",
+        flags=("--pid-file",), metavar="PATH")
+    user: str = setting("",
+        "Drop to this user (and its groups) after the sockets are open.",
+        flags=("--user",), metavar="NAME")
+    renice_parent: int = setting(0,
+        "Nice increment applied to the supervisor only.",
+        flags=("--renice-parent",), check=between(-20, 19, "nice(2) range"))
+    pretty_child: bool = setting(False,
+        "Show worker state in the process title (qsmtp: worker busy 192.0.2.7).",
+        flags=("--pretty-child",))
+    detach: bool = setting(False, "Fork into the background.",
+        flags=("--detach",))
+    debug: bool = setting(False, "Log at debug level.", flags=("--debug",))
+    quiet: bool = setting(False, "Log warnings and errors only.",
+        flags=("--quiet",))
 
-SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
+@dataclass(frozen=True)
+class RelaySettings:
+    """[relay]: who may relay, and for which domains we accept mail."""
+
+    clients: list[str] = setting(["127.0.0.0/8", "::1/128"],
+        "Client networks that may relay to any domain.", check=_check_networks)
+    domains: list[str] = setting([],
+        "Domains we accept mail for; '.example.test' also matches subdomains. "
+        "IDNA 2008 U-labels or A-labels, matched in either form.",
+        check=_check_domains)
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """[queue]: where accepted mail goes."""
+
+    backend: str = setting("maildir",
+        "Where accepted mail goes: maildir, smtp or lmtp.",
+        check=one_of("maildir", "smtp", "lmtp"))
+    path: str = setting("/var/spool/qsmtp/maildir",
+        "Maildir for backend=maildir (tmp/new/cur created if missing).")
+    upstream: str = setting("",
+        "host:port (smtp, lmtp) or unix:/path (lmtp) for hand-off backends.")
+    upstream_timeout: int = setting(60,
+        "Seconds to wait on the upstream MTA per step.",
+        check=between(1, 3600, WHY_WAIT))
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """[tls]: STARTTLS."""
+
+    cert: str = setting("", "PEM certificate chain; STARTTLS needs cert and key.")
+    key: str = setting("", "PEM private key.")
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """[auth] -- SMTP AUTH (the backends are `auth_*` plugins with an `auth` hook)."""
+
+    plaintext_services: list[str] = setting([],
+        "Listeners where AUTH is offered without TLS: systemd FileDescriptorName "
+        "names (self-bound listeners are named 'smtp') or local ports as ':587'. "
+        "Elsewhere AUTH needs STARTTLS first (538 5.7.11).", check=_check_services)
+    max_failures: int = setting(5,
+        "Failed AUTH attempts per client IP (IPv6: per /64) within failure_window, "
+        "counted across all workers; then AUTH gets 421 4.7.0 and the connection "
+        "closes. 0 turns the limit off.",
+        check=between(0, 1_000_000, "a count, stored per client IP"))
+    failure_window: int = setting(900,
+        "Seconds a failed AUTH attempt is remembered.",
+        check=between(1, 30 * 86400, "30 days; state is pruned after it"))
+    failure_delay: int = setting(2,
+        "Seconds to wait before answering a failed AUTH with 535.",
+        check=between(0, 60, "the delay holds a worker"))
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """[proxy] -- PROXY protocol from a load balancer; no [proxy] section: off."""
+
+    protocol: str = setting("v2",
+        "PROXY protocol header expected before the greeting: v1, v2 or any.",
+        check=one_of("v1", "v2", "any"))
+    trusted: list[str] = setting([],
+        "Balancer networks allowed to send the header; any other peer, or a "
+        "missing or malformed header, is closed without a banner.",
+        check=_check_networks)
+    services: list[str] = setting([],
+        "Listeners that expect the header (systemd FileDescriptorName names, "
+        "'smtp' for self-bound ones, or local ports as ':25'); empty: all.",
+        check=_check_services)
+    timeout: int = setting(5,
+        "Seconds a trusted peer has to send the whole header.",
+        check=between(1, 60, WHY_WAIT))
+
+@dataclass(frozen=True)
+class StateSettings:
+    """[state] -- where karma, greylisting, the AUTH failure limit and `limit`
+    keep their shared state (one host: SQLite files; several hosts: one Redis)."""
+
+    backend: str = setting("sqlite",
+        "Shared state store: sqlite (files in state_dir, shared by the workers of "
+        "this host) or redis (shared by every host using the same url).",
+        check=one_of("sqlite", "redis"))
+    url: str = setting("redis://127.0.0.1:6379/0",
+        "Redis server for backend=redis: redis://[:password@]host:port/db, "
+        "rediss://... (TLS) or unix:///path.sock?db=N.", check=_check_redis_url)
+
+
+@dataclass
+class Sections:
+    """One typed instance per section; the order of these fields is the order
+    of the sections in the docs, `config show` and the generated keys table."""
+
+    server: ServerSettings
+    relay: RelaySettings
+    queue: QueueSettings
+    tls: TlsSettings
+    auth: AuthSettings
+    proxy: ProxySettings
+    state: StateSettings
+
+
+def _section_types() -> dict[str, type]:
+    return dict(get_type_hints(Sections).items())
+
+
+def section_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Sections' constructor arguments from {"server.children": 15, ...}."""
+    return {name: kind(**{f.name: values[f"{name}.{f.name}"] for f in fields(kind)})
+            for name, kind in _section_types().items()}
+
+
+def _settings() -> tuple[Setting, ...]:
+    table = []
+    for section, kind in _section_types().items():
+        hints = get_type_hints(kind)
+        for f in fields(kind):
+            default = f.default if f.default_factory is MISSING else f.default_factory()
+            table.append(Setting(section, f.name, get_origin(hints[f.name]) or hints[f.name],
+                                 default, **f.metadata))
+    return tuple(table)
+
+
+SETTINGS: tuple[Setting, ...] = _settings()
+SECTIONS: tuple[str, ...] = tuple(f.name for f in fields(Sections))
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -7,12 +7,15 @@ starts, reports ready and answers 451 to every message."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qsmtp import pidfile, privileges
 
+if TYPE_CHECKING:
+    from qsmtp.config import Config
 
-def problem(config: Any, account: privileges.Account | None) -> tuple[str, str] | None:
+
+def problem(config: Config, account: privileges.Account | None) -> tuple[str, str] | None:
     """(setting name, reason) for the first unusable path, else None."""
     server = config.server
     parent = os.path.dirname(os.path.abspath(server.runtime_dir))

@@ -33,7 +33,7 @@ def service_user(path: str | None, explicit: str | None) -> privileges.Account |
         return None  # no package installed: the caller runs it
 
 
-def run_as(account: privileges.Account, check: Callable[[], None]) -> tuple[int, str]:
+def run_as(account: privileges.Account, check: Callable[[], object]) -> tuple[int, str]:
     """check() in a child that dropped to `account` -> (exit code, message)."""
     read_end, write_end = os.pipe()
     pid = os.fork()

@@ -46,7 +46,7 @@ def check(path: str | None, as_user: str | None) -> None:
         try:
             validate(path, check_only=True)
         except ConfigError as exc:
-            if checkas.callers_own_problem(exc, account):
+            if account and checkas.callers_own_problem(exc, account):
                 fail(f"{exc}: cannot check as {account.name} from this account; run as "
                      f"root or as {account.name}", EX_NOPERM)
             fail(str(exc), EX_CONFIG)
@@ -76,7 +76,7 @@ def show_lines(config: Config, listeners: list[dict] | None = None) -> list[str]
     for section in SECTIONS:
         rows = [(s.key, toml_value(config.get(s.name)), config.origin[s.name])
                 for s in SETTINGS if s.section == section]
-        if section == "server" and listeners and any(l.get("systemd") for l in listeners):
+        if section == "server" and listeners and any(ln.get("systemd") for ln in listeners):
             rows = [_systemd_listen(listeners) if key == "listen" else (key, value, origin)
                     for key, value, origin in rows]
         width = max(len(f"{key} = {value}") for key, value, _ in rows)
@@ -90,8 +90,8 @@ def show_lines(config: Config, listeners: list[dict] | None = None) -> list[str]
 
 
 def _systemd_listen(listeners: list[dict]) -> tuple[str, str, str]:
-    addresses = toml_value([l["address"] for l in listeners])
-    names = ", ".join(l["service"] for l in listeners)
+    addresses = toml_value([ln["address"] for ln in listeners])
+    names = ", ".join(ln["service"] for ln in listeners)
     return "listen", addresses, f"from systemd ({names}); the file's value is ignored"
 
 
@@ -122,7 +122,7 @@ def show() -> None:
     except ConfigError as exc:
         origin: dict[str, str] = {}
         values = peek(path, tuple(s.name for s in SETTINGS), origin=origin)
-        click.echo("\n".join(show_lines(Config(values=values, origin=origin, path=path))))
+        click.echo("\n".join(show_lines(Config.build(values, origin, path=path))))
         fail(f"qsmtpctl: {exc} (values shown: what could be read, defaults elsewhere)",
              EX_CONFIG)
     click.echo("\n".join(show_lines(config, running_listeners(config))))
