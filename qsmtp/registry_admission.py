@@ -23,9 +23,7 @@ def refused(area: bytes, mine: int, record: bytes, max_from_ip: int) -> int | No
     without an IP (family 0) and max_from_ip 0 are never refused."""
     if not record[1] or max_from_ip <= 0:
         return None
-    count = 0
-    for index in range(len(area) // SLOT_SIZE):
-        start = index * SLOT_SIZE + S_MATCH
-        if index != mine and area[start:start + MATCH_SIZE] == record:
-            count += 1
+    own = mine * SLOT_SIZE + S_MATCH
+    count = sum(1 for start in range(S_MATCH, len(area), SLOT_SIZE)
+                if start != own and area[start:start + MATCH_SIZE] == record)
     return count if count >= max_from_ip else None

@@ -266,3 +266,16 @@ def test_group_reader_snapshots_read_only(runtime_dir, sysv_guard):
         assert result.stdout.split() == ["1.2.3.4", "True"]
     finally:
         reg.remove()
+
+
+# ---- the kernel's tables ------------------------------------------------------------
+def test_sysvipc_rows_name_the_registry_objects(reg):
+    from qsmtp import sysvipc
+
+    shm = sysvipc.row("shm", reg.shm.id)
+    assert shm is not None and int(shm["key"]) == reg.shm.key
+    assert (int(shm["cpid"]), int(shm["cuid"])) == (os.getpid(), os.geteuid())
+    assert sysvipc.key("shm", reg.shm.id) == reg.shm.key
+    assert sysvipc.gid("sem", reg.sem.id) == os.getegid()
+    assert sysvipc.row("shm", -1) is None and sysvipc.gid("shm", -1) is None
+    assert sysvipc.table("no-such-table") == []
