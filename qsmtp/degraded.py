@@ -22,17 +22,20 @@ import select
 import signal
 import socket
 import time
-from typing import Callable
+from types import FrameType
 
 from qsmtp import systemd
-from qsmtp.config import ConfigError
+from qsmtp.app import App
+from qsmtp.config import Config, ConfigError
+from qsmtp.listeners import Listener
+from qsmtp.registry import Registry, RegistryError
+from qsmtp.supervisor import Loader
 
 log = logging.getLogger("qsmtp.supervisor")
 
 STATE = "config-invalid"
 TICK = 1.0
 SEND_TIMEOUT = 1.0  # a client that does not read its 421 is not waited for
-Loader = Callable[[], "tuple[object, object]"]
 
 
 def reply(host: str) -> bytes:
@@ -44,17 +47,17 @@ def describe(error: ConfigError) -> str:
 
 
 class ConfigInvalid:
-    def __init__(self, *, error: ConfigError, listeners, loader: Loader,
+    def __init__(self, *, error: ConfigError, listeners: list[Listener], loader: Loader,
                  runtime_dir: str, host: str, config_path: str | None):
         self.error, self.listeners, self.loader = error, listeners, loader
         self.runtime_dir, self.reply = runtime_dir, reply(host)
         self.config_path = config_path
-        self.registry = None
+        self.registry: Registry | None = None
         self.signals: list[int] = []
         self.answered = 0
 
     # ---- life cycle ----------------------------------------------------------
-    def run(self) -> tuple[object, object] | None:
+    def run(self) -> tuple[Config, App] | None:
         """Serve 421s until a valid config (-> (config, app)) or TERM (-> None)."""
         pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old = {sig: signal.signal(sig, self._on_signal)
@@ -75,14 +78,14 @@ class ConfigInvalid:
             if self.registry is not None:
                 self.registry.remove()
 
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if len(self.signals) < 8:
             self.signals.append(signum)
 
-    def _loop(self, pipe_r: int):
+    def _loop(self, pipe_r: int) -> tuple[Config, App] | None:
         watchdog_every = systemd.watchdog_interval()
         next_watchdog = 0.0
-        fds = [pipe_r] + [l.fileno() for l in self.listeners]
+        fds = [pipe_r] + [lst.fileno() for lst in self.listeners]
         while True:
             now = time.monotonic()
             if watchdog_every and now >= next_watchdog:
@@ -129,7 +132,7 @@ class ConfigInvalid:
             self.answered += 1
 
     # ---- HUP: the file again ------------------------------------------------
-    def _retry(self):
+    def _retry(self) -> tuple[Config, App] | None:
         systemd.reloading()
         try:
             loaded = self.loader()
@@ -143,8 +146,6 @@ class ConfigInvalid:
 
     # ---- telling systemd, the journal and qsmtpctl ---------------------------------
     def _open_registry(self) -> None:
-        from qsmtp.registry import Registry, RegistryError
-
         try:
             self.registry = Registry.create(self.runtime_dir, 1, os.getpid())
             self.registry.set_header(children=0)

@@ -1,28 +1,40 @@
-"""The supervisor's side of the worker processes: fork, reap, retire, and
-one pool plan per tick (the decisions themselves are qsmtp.policy's).
+"""The worker processes, as the supervisor owns them: fork, reap, retire,
+heartbeats, the workers' gossip, and one pool plan per tick (the decisions
+themselves are qsmtp.policy's).
 
-A mixin of Supervisor; split out only to keep each file readable.  Worker
-reports (registry states, wake-pipe gossip) are hints; waitpid is the
-truth: a slot is released only after its pid was reaped.
+`Fleet` holds all of that state; the Supervisor owns one Fleet and drives it
+from its loop.  Worker reports (registry states, gossip on the wake pipe) are
+hints; waitpid is the truth: a slot is released only after its pid was reaped.
+
+Times are CLOCK_MONOTONIC (`time.monotonic()`, system-wide on Linux, so the
+workers' heartbeats in the registry compare with ours): a wall-clock step
+must not look like every worker went silent.  Only what qsmtpctl displays
+(throttled_until) is converted to wall-clock time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import random
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
-from qsmtp import policy
+from qsmtp import gossip, policy
+from qsmtp.app import App
 from qsmtp.exitcodes import EX_SOFTWARE
-from qsmtp.registry import RegistryError
+from qsmtp.listeners import Listener
+from qsmtp.registry import Registry, RegistryError
 from qsmtp.worker import Worker
 
 log = logging.getLogger("qsmtp.supervisor")
 
+# The supervisor's signals: blocked around fork, so none of its handlers
+# runs in a child before the worker installs its own.
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGTTIN,
            signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR2)
 
@@ -32,13 +44,38 @@ class WorkerRec:
     pid: int
     slot: int
     generation: int
-    started: float       # time.time() at fork
+    started: float       # time.monotonic() at fork
     ready: bool = False  # gossip: it reached its accept loop
     retiring: bool = False
 
 
-class FleetMixin:
-    def _pool_view(self, snap: dict) -> policy.PoolView:
+class Fleet:
+    def __init__(self, *, app: App, listeners: list[Listener], registry: Registry,
+                 base_nice: int | None, private_fds: tuple[int, ...] = ()):
+        self.app, self.listeners, self.registry = app, listeners, registry
+        self.base_nice = base_nice
+        self.private_fds = private_fds  # the supervisor's own: closed in every worker
+        self.generation = 1
+        self.idle_target = app.config.server.idle_children
+        self.workers: dict[int, WorkerRec] = {}
+        self.throttle = policy.BootLoopThrottle()
+        self.surplus_since: float | None = None
+        self.throttled_until: float | None = None  # as last written to the registry
+        self.stopping = False  # deaths are expected now, not failures
+        self.rng = random.Random()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Lifeline: workers hold the read end; our death -> EOF -> they exit.
+        self.lifeline_r, self.lifeline_w = os.pipe2(os.O_CLOEXEC)
+        self.gossip = gossip.Decoder()
+
+    @property
+    def server(self):  # the current generation's [server] section
+        return self.app.config.server
+
+    # ---- the pool ------------------------------------------------------------
+    def pool_view(self, snap: dict) -> policy.PoolView:
+        """The current generation's workers not told to retire, with their
+        registry state (a fresh fork has none yet: "starting")."""
         slots = {w["slot"]: w for w in snap["workers"]}
         views = []
         for rec in self.workers.values():
@@ -46,36 +83,81 @@ class FleetMixin:
                 continue
             slot = slots.get(rec.slot)
             if slot is None or slot["pid"] != rec.pid:
-                state, since = "starting", rec.started
+                state, since = "starting", 0.0
             else:
                 state, since = slot["state"], slot["since"]
-            views.append(policy.WorkerView(rec.pid, state, since, rec.started))
+            views.append(policy.WorkerView(rec.pid, state, since))
         return policy.PoolView.of(views)
 
-    def _manage(self) -> None:
+    def manage(self) -> str:
+        """One pool plan: spawn, retire; -> the STATUS line."""
         snap = self.registry.snapshot()
-        pool = self._pool_view(snap)
-        settings = SimpleNamespace(children=self.server.children,
-                                   idle_children=self.idle_target)
-        now = time.time()
-        plan = policy.plan(pool, settings, now, surplus_since=self.surplus_since,
+        pool = self.pool_view(snap)
+        now = time.monotonic()
+        size = policy.PoolSize(self.server.children, self.idle_target)
+        plan = policy.plan(pool, size, now, surplus_since=self.surplus_since,
                            throttle=self.throttle)
         self.surplus_since = plan.surplus_since
+        self._show_throttle(plan.throttled_until, now)
         for _ in range(plan.spawn):
             if not self.spawn():
                 break
         for pid in plan.retire:
-            self._retire(pid)
+            self.retire(pid)
         if plan.spawn or plan.retire:
             snap = self.registry.snapshot()
-            pool = self._pool_view(snap)
-        extra = self.throttle.status_text(now)
+            pool = self.pool_view(snap)
         total = pool.total + sum(1 for r in self.workers.values() if r.retiring)
-        self.status_line = policy.status_line(
-            total, pool.busy, pool.idle, self.server.children,
-            snap["supervisor"]["sessions_total"], extra)
-        self._maybe_ready()
+        return policy.status_line(total, pool.busy, pool.idle, self.server.children,
+                                  snap["supervisor"]["sessions_total"],
+                                  self.throttle.status_text(now))
 
+    def _show_throttle(self, until: float | None, now: float) -> None:
+        """The boot-loop back-off, for qsmtpctl: wall-clock time in the
+        registry (0 = none), written when it changes."""
+        if until == self.throttled_until:
+            return
+        self.throttled_until = until
+        shown = 0.0 if until is None else time.time() + (until - now)
+        self.registry.set_header(throttled_until=shown)
+
+    def trim(self) -> None:
+        """Above the (lowered) target: the longest-idle worker retires now,
+        not at the next idle sweep."""
+        pool = self.pool_view(self.registry.snapshot())
+        if pool.total > policy.target_pool(pool.busy, self.server.children, self.idle_target):
+            for pid in policy.longest_idle(pool, 1):
+                self.retire(pid)
+
+    def ready_count(self) -> int:
+        return sum(1 for r in self.workers.values()
+                   if r.ready and r.generation == self.generation)
+
+    def new_generation(self, app: App) -> int:
+        """Reload: later forks run `app`; every older worker retires (idle
+        ones now, busy ones after their session).  -> how many retire."""
+        self.app = app
+        self.idle_target = self.server.idle_children
+        self.generation += 1
+        old = [rec.pid for rec in self.workers.values() if rec.generation < self.generation]
+        for pid in old:
+            self.retire(pid)
+        return len(old)
+
+    def read_gossip(self, data: bytes) -> bool:
+        """The workers' gossip -> True when a pool plan should run now."""
+        wanted = False
+        for message in self.gossip.feed(data):
+            rec = self.workers.get(message.pid)
+            if rec is None:
+                continue
+            if message.kind is gossip.Kind.IDLE:
+                self.throttle.record_healthy()  # a whole session worked
+            else:  # READY, or BUSY (one spare fewer): it surely got this far
+                rec.ready = wanted = True
+        return wanted
+
+    # ---- processes -----------------------------------------------------------
     def spawn(self) -> bool:
         try:
             slot = self.registry.claim_slot()
@@ -94,24 +176,23 @@ class FleetMixin:
         if pid == 0:
             self._child(slot, lifetime, old_mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        self.workers[pid] = WorkerRec(pid, slot, self.generation, time.time())
+        self.workers[pid] = WorkerRec(pid, slot, self.generation, time.monotonic())
         log.debug("worker %d started (slot %d, generation %d, lifetime %d)",
                   pid, slot, self.generation, lifetime)
         return True
 
-    def _child(self, slot: int, lifetime: int, old_mask) -> None:
+    def _child(self, slot: int, lifetime: int, old_mask: Iterable[int]) -> None:
         """In the new worker: never returns into the supervisor's code."""
         code = EX_SOFTWARE
         try:
-            for fd in (self.pipe_r, self.pipe_w, self.wake_r, self.lifeline_w):
+            for fd in (*self.private_fds, self.wake_r, self.lifeline_w):
                 os.close(fd)
             worker = Worker(app=self.app, listeners=self.listeners,
                             registry=self.registry, slot=slot,
                             generation=self.generation, lifetime=lifetime,
                             lifeline=self.lifeline_r, wake=self.wake_w,
-                            ppid=os.getppid(), base_nice=self.base_nice)
-            worker._signals()  # before unblocking: no supervisor handler in here
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                            ppid=os.getppid(), base_nice=self.base_nice,
+                            sigmask=old_mask)
             code = worker.run()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -121,14 +202,14 @@ class FleetMixin:
             logging.shutdown()
             os._exit(code)
 
-    def _retire(self, pid: int) -> None:
+    def retire(self, pid: int) -> None:
         rec = self.workers.get(pid)
         if rec is None or rec.retiring:
             return
         rec.retiring = True
-        _kill(pid, signal.SIGHUP)
+        kill(pid, signal.SIGHUP)
 
-    def _reap(self) -> None:
+    def reap(self) -> None:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -143,7 +224,7 @@ class FleetMixin:
             self._note_exit(rec, status)
 
     def _note_exit(self, rec: WorkerRec, status: int) -> None:
-        age = time.time() - rec.started
+        age = time.monotonic() - rec.started
         if os.WIFSIGNALED(status):
             how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
         else:
@@ -158,23 +239,39 @@ class FleetMixin:
         # loop (broken plugin, missing file).  One killed in service (kill -9,
         # OOM killer), however young, is replaced at once.
         if not rec.ready:
-            self.throttle.record_exit(age, time.time())
+            self.throttle.record_exit(age, time.monotonic())
 
-    def _check_heartbeats(self) -> None:
+    def check_heartbeats(self) -> None:
         """A worker silent for 2 x timeout is wedged (a hook in C, a stopped
         process): SIGKILL it; the reap frees its slot and the plan replaces it."""
         # A hook may legitimately run hook_timeout without touching.
         limit = max(self.server.timeout, self.server.hook_timeout) * 2
-        now = time.time()
+        now = time.monotonic()
         for slot in self.registry.snapshot()["workers"]:
             rec = self.workers.get(slot["pid"])
             if rec and slot["heartbeat"] and now - slot["heartbeat"] > limit:
                 log.error("worker %d silent for %.0fs (> 2 x timeout): killing it",
                           rec.pid, now - slot["heartbeat"], extra={"worker": rec.pid})
-                _kill(rec.pid, signal.SIGKILL)
+                kill(rec.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """TERM to every worker; from now on their exits are expected."""
+        self.stopping = True
+        self.kill_all(signal.SIGTERM)
+
+    def kill_all(self, sig: int) -> None:
+        for pid in list(self.workers):
+            kill(pid, sig)
+
+    def reap_all(self) -> None:
+        """Wait for each worker (after SIGKILL, when the supervisor fails)."""
+        for pid in list(self.workers):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self.workers.pop(pid, None)
 
 
-def _kill(pid: int, sig: int) -> None:
+def kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
     except ProcessLookupError:

@@ -17,8 +17,8 @@ Rules (docs/REFERENCE.md "Precise rules", Pool):
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
 
 RETIRE_AFTER = 10.0      # seconds a surplus must last before idle workers retire
 EARLY_DEATH = 1.0        # a worker exiting younger than this died "at start"
@@ -28,7 +28,10 @@ BACKOFF_MAX = 10.0
 JITTER = 0.25            # lifetime is uniform in [L*(1-J), L*(1+J)]
 
 
-class PoolSettings(Protocol):
+@dataclass(frozen=True)
+class PoolSize:
+    """What a plan sizes the pool by: server.children and the current idle
+    target (server.idle_children, moved by TTIN/TTOU)."""
     children: int
     idle_children: int
 
@@ -38,8 +41,7 @@ class WorkerView:
     """What the supervisor knows of one live worker (not yet told to retire)."""
     pid: int
     state: str            # "starting", "idle" or "busy"
-    since: float = 0.0    # when it entered that state
-    started: float = 0.0
+    since: float = 0.0    # when it entered that state (orders the idle ones)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class PoolView:
     workers: tuple[WorkerView, ...]
 
     @classmethod
-    def of(cls, workers: Iterable[WorkerView]) -> "PoolView":
+    def of(cls, workers: Iterable[WorkerView]) -> PoolView:
         return cls(tuple(workers))
 
     def count(self, state: str) -> int:
@@ -87,9 +89,9 @@ def target_pool(busy: int, children: int, idle_children: int) -> int:
     return max(0, min(children, busy + idle_children))
 
 
-def plan(pool: PoolView, settings: PoolSettings, now: float, *,
+def plan(pool: PoolView, settings: PoolSize, now: float, *,
          surplus_since: float | None = None,
-         throttle: "BootLoopThrottle | None" = None,
+         throttle: BootLoopThrottle | None = None,
          retire_after: float = RETIRE_AFTER) -> Plan:
     """One supervisor tick.  `surplus_since` is the previous Plan's value."""
     target = target_pool(pool.busy, settings.children, settings.idle_children)

@@ -251,7 +251,8 @@ class Registry:
     def set_slot(self, index: int, pid: int, generation: int) -> None:
         """The forked worker's pid in its reserved slot, idle."""
         now = time.time()
-        self.shm.write(SLOT.pack(pid, generation, 0, 0, IDLE, 0, b"", b"", now, now, now),
+        self.shm.write(SLOT.pack(pid, generation, 0, 0, IDLE, 0, b"", b"", now,
+                                 time.monotonic(), now),
                        self._offsets[index])
 
     def release_slot(self, index: int) -> None:
@@ -336,8 +337,10 @@ class Registry:
             self.shm.write(PACK_Q(total + 1), H_SESSIONS)
 
     def heartbeat(self, index: int, now: float | None = None) -> None:
-        """Own field only, no lock: one 8-byte aligned write."""
-        self.shm.write(PACK_D(time.time() if now is None else now),
+        """Own field only, no lock: one 8-byte aligned write.  CLOCK_MONOTONIC
+        (system-wide on Linux): the supervisor's silence check must not see a
+        wall-clock step as every worker going quiet."""
+        self.shm.write(PACK_D(time.monotonic() if now is None else now),
                        self._offsets[index] + S_HEARTBEAT)
 
     # ---- snapshot ---------------------------------------------------------------------
@@ -356,7 +359,9 @@ class Registry:
                     consistent = True
                     break
                 raw = again
-        return decode(raw, consistent)
+        snap = decode(raw, consistent)
+        snap["monotonic"] = time.monotonic()  # heartbeat ages are against this clock
+        return snap
 
 
 def _group_name(gid: int | None) -> str:

@@ -13,7 +13,7 @@ Layout (little-endian, no implicit padding), HEADER_SIZE + slots * SLOT_SIZE:
   28  B  supervisor state               16  16s peer address (inet_pton)
   29  B  reload status (none/ok/failed) 32  16s service (listener name)
   30  H  (pad)                          48  d  since (busy since / idle since)
-  32  d  started                        56  d  heartbeat
+  32  d  started                        56  d  heartbeat (CLOCK_MONOTONIC)
   40  Q  sessions_total                 64  d  started (fork time)
   48  I  children (max workers)         72  8x (spare)
   52  I  idle_children

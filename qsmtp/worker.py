@@ -14,6 +14,7 @@ blocking wait; never while holding anything):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -23,9 +24,13 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Iterable
+from types import FrameType
+from typing import Any
 
+from qsmtp import gossip, proxy_gate, systemd
 from qsmtp import log as qlog
-from qsmtp import proxy_gate, systemd
+from qsmtp.listeners import Listener
 from qsmtp.registry_layout import plain_ip
 from qsmtp.smtp.control import AbortSession
 from qsmtp.smtp.session import run_session
@@ -37,8 +42,6 @@ POLL_TIMEOUT = 1.0   # idle wake-up: heartbeat, flags, parent check
 HEARTBEAT_EVERY = 1.0
 ORPHAN_EXTRA = 0.5   # after grace, our own abort (the supervisor's USR1 comes first)
 PR_SET_PDEATHSIG = 1
-# Gossip to the supervisor on the shared wake pipe: one atomic 5-byte record.
-READY, BUSY, IDLE = b"R", b"B", b"I"
 
 
 class _LeaveWait(Exception):
@@ -57,11 +60,12 @@ class Control:
 
     def touch(self) -> None:
         # Called on every command line / DATA chunk: one clock read, and a
-        # registry write at most once a second.
+        # registry write at most once a second.  CLOCK_MONOTONIC, as the
+        # supervisor reads it (a wall-clock step is no silence).
         now = time.monotonic()
         if now >= self._next:
             self._next = now + HEARTBEAT_EVERY
-            self._registry.heartbeat(self._slot)
+            self._registry.heartbeat(self._slot, now)
 
 
 def peer_of(address: tuple) -> tuple[str, int]:
@@ -70,33 +74,36 @@ def peer_of(address: tuple) -> tuple[str, int]:
 
 class Worker:
     def __init__(self, *, app, listeners, registry, slot: int, generation: int,
-                 lifetime: int, lifeline: int, wake: int, ppid: int, base_nice: int):
+                 lifetime: int, lifeline: int, wake: int, ppid: int, base_nice: int | None,
+                 sigmask: Iterable[int]):
         self.app, self.listeners, self.registry = app, listeners, registry
         self.slot, self.generation, self.lifetime = slot, generation, lifetime
         self.lifeline, self.wake, self.ppid = lifeline, wake, ppid
-        self.base_nice = base_nice
+        self.base_nice, self.sigmask = base_nice, sigmask
         self.server = app.config.server
         self.control = Control(registry, slot)
         self.served = 0
         self.stop = self.retire = self.waiting = self.in_session = False
-        self.by_fd = {l.fileno(): l for l in listeners}
+        self.by_fd = {lst.fileno(): lst for lst in listeners}
         self.proxy = proxy_gate.ProxyPolicy.from_config(app.config)  # None: off
 
     # ---- start -------------------------------------------------------------
     def setup(self) -> None:
         """Right after fork, before anything can reach a client."""
+        # The supervisor forked us with its signals blocked: our handlers
+        # first, then the mask it had (none of its handlers ever runs here).
+        self._signals()
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
         random.seed()  # the supervisor's state is shared by every fork
         qlog.bind(role="worker")
         systemd.forget()
         self.registry.owner = False  # never "recover" the lock as a worker would
-        self._signals()
         _die_with_parent(self.ppid)
         if self.base_nice is not None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, 0, self.base_nice)  # undo --renice-parent
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # undo --renice-parent
+                os.setpriority(os.PRIO_PROCESS, 0, self.base_nice)
         self.registry.set_slot(self.slot, os.getpid(), self.generation)
+        self.registry.heartbeat(self.slot, time.monotonic())
         self._title("idle")
 
     def _signals(self) -> None:
@@ -109,12 +116,12 @@ class Worker:
             signal.signal(sig, signal.SIG_DFL)
 
     # ---- signal handlers -------------------------------------------------------
-    def _on_retire(self, signum, frame) -> None:
+    def _on_retire(self, signum: int, frame: FrameType | None) -> None:
         self.retire = True
         if self.waiting:
             raise _LeaveWait()
 
-    def _on_term(self, signum, frame) -> None:
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
         if self.stop and self.in_session:
             raise AbortSession()  # second TERM: no more grace
         self.stop = self.control.stopping = True
@@ -125,7 +132,7 @@ class Worker:
         if self.waiting:
             raise _LeaveWait()
 
-    def _on_abort(self, signum, frame) -> None:
+    def _on_abort(self, signum: int, frame: FrameType | None) -> None:
         self.stop = self.control.stopping = True
         if self.in_session:
             raise AbortSession()
@@ -139,7 +146,7 @@ class Worker:
         for fd in self.by_fd:
             poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         poller.register(self.lifeline, select.EPOLLIN)
-        self._gossip(READY)
+        self._gossip(gossip.Kind.READY)
         while not (self.stop or self.retire) and self.served < self.lifetime:
             events = self._wait(poller)
             if events is None:
@@ -150,13 +157,14 @@ class Worker:
             for fd, _ in events:
                 accepted = self._accept(fd)
                 if accepted:
-                    self._serve(*accepted, self.by_fd[fd])
+                    conn, address = accepted
+                    self._serve(conn, address, self.by_fd[fd])
                     break  # back to epoll: re-check flags and lifetime first
         log.debug("worker %d exits after %s", os.getpid(), qlog.plural(self.served, "session"))
         return 0
 
-    def _wait(self, poller: select.epoll):
-        self.registry.heartbeat(self.slot)
+    def _wait(self, poller: select.epoll) -> list[tuple[int, int]] | None:
+        self.registry.heartbeat(self.slot, time.monotonic())
         if os.getppid() != self.ppid:
             self.stop = True
             return None
@@ -170,7 +178,7 @@ class Worker:
         finally:
             self.waiting = False
 
-    def _accept(self, fd: int):
+    def _accept(self, fd: int) -> tuple[socket.socket, Any] | None:
         listener = self.by_fd.get(fd)
         if listener is None:
             return None
@@ -192,7 +200,7 @@ class Worker:
             raise
 
     # ---- one connection ------------------------------------------------------------
-    def _serve(self, conn: socket.socket, address: tuple, listener) -> None:
+    def _serve(self, conn: socket.socket, address: Any, listener: Listener) -> None:
         conn.setblocking(True)
         peer, port = peer_of(address)
         local, local_port = peer_of(conn.getsockname())
@@ -206,7 +214,7 @@ class Worker:
         if not self._admit(conn, peer, listener.service):
             return
         info = ConnectionInfo(peer, port, local, local_port, listener.service)
-        self._gossip(BUSY)
+        self._gossip(gossip.Kind.BUSY)
         self._title("busy", peer)
         started = time.monotonic()
         summary, aborted = None, False
@@ -227,7 +235,7 @@ class Worker:
             for listener in self.listeners:
                 _close(listener.sock)
         self.registry.mark_idle(self.slot, self.served)
-        self._gossip(IDLE)
+        self._gossip(gossip.Kind.IDLE)
         self._title("idle")
         self._log_summary(summary, info, time.monotonic() - started)
         qlog.unbind()
@@ -265,13 +273,9 @@ class Worker:
                         "worker": os.getpid(), "queue_id": summary.queue_id})
 
     # ---- small helpers -----------------------------------------------------------
-    def _gossip(self, kind: bytes) -> None:
-        """Wake the supervisor at once (a burst must not wait for its tick).
-        Gossip only: a full pipe just drops it, waitpid/registry are the truth."""
-        try:
-            os.write(self.wake, kind + os.getpid().to_bytes(4, "little"))
-        except (BlockingIOError, OSError):
-            pass
+    def _gossip(self, kind: gossip.Kind) -> None:
+        """Wake the supervisor at once (a burst must not wait for its tick)."""
+        gossip.send(self.wake, kind, os.getpid())
 
     def _title(self, state: str, peer: str | None = None) -> None:
         if self.server.pretty_child:
@@ -279,10 +283,8 @@ class Worker:
 
 
 def _close(conn: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         conn.close()
-    except OSError:
-        pass
 
 
 def _close_session(conn: socket.socket) -> None:

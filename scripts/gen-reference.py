@@ -165,7 +165,7 @@ def _sample_snapshot() -> dict:
                   "reload_reason": "", "reload_time": now - 60, "throttled_until": None}
     return {"magic_ok": True, "version": 1, "consistent": True, "supervisor": supervisor,
             "pool": {"max": 15, "slots": 30, "idle_children": 5, "max_from_ip": 10},
-            "workers": [worker]}
+            "workers": [worker], "monotonic": now}
 
 
 def _fields(doc: dict, prefix: str = "") -> list[str]:

@@ -60,8 +60,9 @@ def as_json(snap: dict[str, Any], now: float) -> dict[str, Any]:
             "service": w["service"], "since": w["since"],
             "for": round(max(0.0, now - w["since"]), 3) if w["since"] else None,
             "sessions": w["sessions"], "generation": w["generation"],
-            "heartbeat_age": round(max(0.0, now - w["heartbeat"]), 3)
-            if w["heartbeat"] else None,
+            # heartbeats are CLOCK_MONOTONIC, read with the snapshot
+            "heartbeat_age": round(max(0.0, snap["monotonic"] - w["heartbeat"]), 3)
+            if w["heartbeat"] and "monotonic" in snap else None,
             "started": w["started"],
         })
     return {

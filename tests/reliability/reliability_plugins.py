@@ -85,3 +85,21 @@ class Probe(Plugin):
         return Result.DENY, "5.7.1 probe " + self._probe()
 
     hook_ehlo = hook_helo
+
+
+class DieAtFork(Plugin):
+    """While the file `while_exists` exists, every worker exits 3 right after
+    fork, before its accept loop: a boot loop (what a plugin that re-opens a
+    vanished resource in each new process would do).  Remove the file and the
+    next worker lives."""
+
+    options = {"while_exists": Option(str, "", "path of the switch file")}
+
+    def setup(self) -> None:
+        switch = self.opts.while_exists
+
+        def in_child() -> None:
+            if switch and os.path.exists(switch):
+                os._exit(3)
+
+        os.register_at_fork(after_in_child=in_child)

@@ -1,12 +1,17 @@
 """Process faults on a live fleet: kill -9 a worker mid-DATA, kill -9 the
 supervisor under load, SIGSTOP a worker past the heartbeat bound, HUP storms
-under load.  Each repeated (a few times here, >= 50 in the soak)."""
+under load, workers dying at start (the boot-loop back-off, as qsmtpctl
+shows it).  Each repeated (a few times here, >= 50 in the soak)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import smtplib
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +19,12 @@ from helpers.server import alive, wait_for
 from reltools import TALLY, Raw, code, maildir_files, scale
 
 ALLOW = (" died (", "silent for", "supervisor gone")
+QSMTPCTL = os.path.join(os.path.dirname(sys.executable), "qsmtpctl")
+DIE_AT_FORK = """
+[[plugins]]
+name = "reliability_plugins:DieAtFork"
+while_exists = "{switch}"
+"""
 
 
 class Load(threading.Thread):
@@ -181,3 +192,50 @@ def test_hup_storm_under_load(fleet):
         TALLY.add("load.messages_accepted", len(load.accepted))
         print(f"\nHUP storm: generation {generation} -> {snap['supervisor']['generation']}, "
               f"{len(load.accepted)} messages, none failed")
+
+
+def test_boot_loop_backs_off_and_shows_in_qsmtpctl_status(fleet, tmp_path):
+    """Workers that die at start are respawned with a doubling back-off, not
+    in a fork storm, and `qsmtpctl status` (text and JSON) says so until a
+    worker lives again."""
+    switch = tmp_path / "workers-die"
+    switch.touch()
+    srv = fleet(start=False, children=2, idle_children=2, allow_log=(" died (exit 3)",),
+                extra_toml=DIE_AT_FORK.format(switch=switch))
+    srv.start(wait=False)
+
+    def throttled():
+        doc = _status_json(srv)
+        until = doc and doc["supervisor"]["throttled_until"]
+        return doc if until and until > time.time() else None
+    doc = wait_for(throttled, 10, interval=0.05, what="throttled_until in status --json")
+    assert doc["supervisor"]["throttled_until"] < time.time() + 10 + 1  # BACKOFF_MAX
+    assert doc["pool"]["workers"] == 0  # nobody gets to serve
+    text = _ctl(srv, "status").stdout
+    assert re.search(r"^throttled: workers dying at start, next spawn in \d+\.\d s$",
+                     text, re.M), text
+    # The back-off (0.1 s, doubling per death) bounds the forks: two workers
+    # per round at 0, 0.2, 1.0, 4.2 s.  Without it this is a fork storm.
+    time.sleep(max(0.0, srv.started_at + 3.0 - time.monotonic()))
+    deaths = srv.log().count(" died (exit 3)")
+    assert 2 <= deaths <= 8, f"{deaths} workers died at start in the first 3 s"
+    TALLY.note("boot_loop_deaths_first_3s", deaths)
+    print(f"\nboot loop: {deaths} workers died in the first 3 s (back-off 0.1 s doubling)")
+
+    switch.unlink()  # fixed: the next spawn lives, the back-off is over
+    srv.wait_running(15)
+    assert _status_json(srv)["supervisor"]["throttled_until"] is None
+    assert "throttled" not in _ctl(srv, "status").stdout
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as smtp:
+        assert smtp.noop()[0] == 250
+
+
+def _ctl(srv, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([QSMTPCTL, *args, "--config", str(srv.config_path)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def _status_json(srv) -> dict | None:
+    done = _ctl(srv, "status", "--json")
+    doc = json.loads(done.stdout) if done.stdout.strip() else None
+    return doc if doc and doc.get("running") else None

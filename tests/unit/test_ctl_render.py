@@ -183,3 +183,12 @@ def test_nothing_running():
     assert doc == {"running": False, "reason": "qsmtp is not running (no registry at /r)",
                    "config": None}
     assert render.prometheus_down().splitlines()[-1] == "qsmtp_up 0"
+
+
+def test_heartbeat_age_is_on_the_monotonic_clock_of_the_read():
+    # Heartbeats are CLOCK_MONOTONIC; the age is against the snapshot's own
+    # monotonic reading, whatever the wall clock says.
+    beating = dict(worker(101), heartbeat=500.0)
+    doc = render.as_json(dict(snapshot([beating]), monotonic=502.5), NOW)
+    assert doc["workers"][0]["heartbeat_age"] == 2.5
+    assert render.as_json(snapshot([beating]), NOW)["workers"][0]["heartbeat_age"] is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -13,6 +12,7 @@ from qsmtp.policy import (
     RETIRE_AFTER,
     BootLoopThrottle,
     Plan,
+    PoolSize,
     PoolView,
     WorkerView,
     lifetime_with_jitter,
@@ -31,7 +31,7 @@ def pool(busy: int = 0, idle: int = 0, starting: int = 0, idle_since=None) -> Po
 
 
 def settings(children: int = 15, idle_children: int = 5):
-    return SimpleNamespace(children=children, idle_children=idle_children)
+    return PoolSize(children=children, idle_children=idle_children)
 
 
 @pytest.mark.parametrize("busy, children, idle_children, want", [
