@@ -31,7 +31,7 @@ class Case:
         a += ["-F", str(message)] if self.stack and message else ["-l", str(self.length)]
         if self.reuse:
             a.append("-d")
-        return a + (STACK_ENVELOPE if self.stack else ENVELOPE) + ["127.0.0.1:%d" % port]
+        return a + (STACK_ENVELOPE if self.stack else ENVELOPE) + [f"127.0.0.1:{port}"]
 
     def scaled(self, factor):
         """Fewer messages (--scale, busy rounds); never fewer than the
@@ -62,6 +62,6 @@ def run_source(case, port, message=None):
                            stderr=subprocess.PIPE, timeout=case.timeout)
         rc, err = p.returncode, p.stderr.decode(errors="replace")
     except subprocess.TimeoutExpired as exc:
-        rc, err = -1, "timeout after %.0fs; %s" % (
+        rc, err = -1, "timeout after {:.0f}s; {}".format(
             case.timeout, (exc.stderr or b"").decode(errors="replace"))
     return time.monotonic() - t0, rc, err.strip()[-300:]

@@ -14,21 +14,21 @@ def _wait_listening(port, proc, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("systemd-socket-activate exited %s" % proc.returncode)
+            raise RuntimeError(f"systemd-socket-activate exited {proc.returncode}")
         with open("/proc/net/tcp") as f:
-            want = ":%04X" % port
+            want = f":{port:04X}"
             for line in f.read().splitlines()[1:]:
                 fields = line.split()
                 if fields[1].endswith(want) and fields[3] == "0A":   # LISTEN
                     return
         time.sleep(0.01)
-    raise RuntimeError("port %d never listened" % port)
+    raise RuntimeError(f"port {port} never listened")
 
 
 def cold_start(qsmtp_bin, config, port, log, env=None):
     """Seconds from the first connect() to the 220 banner, and the process
     (still running: the caller stops it by PID)."""
-    cmd = [ACTIVATE, "-l", "127.0.0.1:%d" % port, qsmtp_bin, "serve",
+    cmd = [ACTIVATE, "-l", f"127.0.0.1:{port}", qsmtp_bin, "serve",
            "--config", str(config)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
@@ -39,7 +39,7 @@ def cold_start(qsmtp_bin, config, port, log, env=None):
         line = s.makefile("rb").readline()
         dt = time.monotonic() - t0
         if not line.startswith(b"220"):
-            raise RuntimeError("cold start: got %r" % line[:80])
+            raise RuntimeError(f"cold start: got {line[:80]!r}")
         s.sendall(b"QUIT\r\n")
     finally:
         s.close()

@@ -28,7 +28,7 @@ def paired_ratio(data, case, peer, key="msgs_s"):
     the machine's load drifts."""
     mine = data["results"].get(case, {}).get(ME, [])
     theirs = data["results"].get(case, {}).get(peer, [])
-    rs = [a[key] / b[key] for a, b in zip(mine, theirs) if a.get(key) and b.get(key)]
+    rs = [a[key] / b[key] for a, b in zip(mine, theirs, strict=False) if a.get(key) and b.get(key)]
     return statistics.median(rs) if rs else None
 
 

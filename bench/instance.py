@@ -2,6 +2,7 @@
 loopback port with its own work dir, started and stopped by PID (never by
 name), its stored messages counted in a maildir. The servers themselves:
 bench/servers.py (qsmtp and the list of all), bench/peers/ (the others)."""
+import contextlib
 import os
 import shutil
 import signal
@@ -47,17 +48,15 @@ def wait_banner(port, deadline_s=20.0, step=0.002):
             line = s.makefile("rb").readline()
             if line.startswith(b"220"):
                 dt = time.monotonic() - t0
-                try:
+                with contextlib.suppress(OSError):
                     s.sendall(b"QUIT\r\n")
-                except OSError:
-                    pass
                 return dt
         except OSError:
             pass
         finally:
             s.close()
         time.sleep(step)
-    raise RuntimeError("no 220 banner on port %d within %.0fs" % (port, deadline_s))
+    raise RuntimeError(f"no 220 banner on port {port} within {deadline_s:.0f}s")
 
 
 def stop_pid(proc_or_pid, timeout=15):
@@ -85,10 +84,8 @@ def stop_pid(proc_or_pid, timeout=15):
         except ProcessLookupError:
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 class Server:
@@ -123,7 +120,8 @@ class Server:
 
     def start(self):
         """Start; return seconds from launch to the first 220 banner."""
-        self.log = open(self.work / "server.log", "ab")
+        # open for the instance's life; closed in stop()
+        self.log = open(self.work / "server.log", "ab")  # noqa: SIM115
         t0 = time.monotonic()
         self.proc = subprocess.Popen(self.command(), stdout=self.log,
                                      stderr=subprocess.STDOUT, env=self.env(),

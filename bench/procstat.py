@@ -1,4 +1,5 @@
 """CPU and memory of a server's process tree, from /proc."""
+import contextlib
 import os
 import threading
 import time
@@ -7,7 +8,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 
 def _stat(pid):
-    with open("/proc/%d/stat" % pid) as f:
+    with open(f"/proc/{pid}/stat") as f:
         s = f.read()
     rest = s[s.rindex(")") + 2:].split()
     # rest[0] = state (field 3): ppid=1, utime=11, stime=12, cutime=13, cstime=14
@@ -21,7 +22,7 @@ def tree(root):
         if not e.isdigit():
             continue
         try:
-            with open("/proc/%s/stat" % e) as f:
+            with open(f"/proc/{e}/stat") as f:
                 s = f.read()
         except OSError:
             continue
@@ -40,10 +41,8 @@ def cpu_seconds(root):
     exited and were reaped inside the tree stays counted (in cutime)."""
     total = 0
     for pid in tree(root):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             total += _stat(pid)[1]
-        except (OSError, ValueError):
-            pass
     return total / CLK
 
 
@@ -52,7 +51,7 @@ def mem(pids):
     pss = maxrss = n = 0
     for pid in pids:
         try:
-            with open("/proc/%d/smaps_rollup" % pid) as f:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
                 data = f.read()
         except OSError:
             continue

@@ -6,8 +6,19 @@ import sys
 from pathlib import Path
 
 import targets
-from figures import (ME, MIB, STACK_CASE, _med, all_servers, label, mem_figures,
-                     paired_ratio, peers, stat, stored_ok)
+from figures import (
+    ME,
+    MIB,
+    STACK_CASE,
+    _med,
+    all_servers,
+    label,
+    mem_figures,
+    paired_ratio,
+    peers,
+    stat,
+    stored_ok,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -15,11 +26,11 @@ HERE = Path(__file__).resolve().parent
 def fmt(x, nd=0):
     if x is None:
         return "–"
-    return ("%%.%df" % nd) % x
+    return f"{x:.{nd}f}"
 
 
 def fmt_ratio(r):
-    return "%.2f×" % r if r else "–"
+    return f"{r:.2f}×" if r else "–"
 
 
 def ratio(a, b):
@@ -36,26 +47,25 @@ def markdown_ratios(data):
     for case, cinfo in data["cases"].items():
         me = stat(data, case, ME, "msgs_s")[0]
         cells = [fmt_ratio(paired_ratio(data, case, p)) for p in ps]
-        lines.append("| (%s) %s, msg/s | %s | %s |" % (case, cinfo["title"], fmt(me),
+        lines.append("| ({}) {}, msg/s | {} | {} |".format(case, cinfo["title"], fmt(me),
                                                       " | ".join(cells)))
     for case in ("a", STACK_CASE):
         if case in data["results"]:
             me = stat(data, case, ME, "cpu_ms_msg")[0]
             cells = [fmt_ratio(paired_ratio(data, case, p, "cpu_ms_msg")) for p in ps]
-            lines.append("| server CPU ms/msg in (%s) (lower is better) | %s | %s |"
-                         % (case, fmt(me, 2), " | ".join(cells)))
+            lines.append(f"| server CPU ms/msg in ({case}) (lower is better) | {fmt(me, 2)} | "
+                         f"{' | '.join(cells)} |")
     if ME in data["servers"]:
         mine = mem_figures(data, ME)
         for i, what in ((0, "PSS idle, MiB"), (1, "PSS peak, MiB")):
             cells = [ratio(mine[i], mem_figures(data, p)[i]) if p in data["servers"] else "–"
                      for p in ps]
-            lines.append("| %s (lower is better) | %.1f | %s |"
-                         % (what, mine[i], " | ".join(cells)))
+            lines.append(f"| {what} (lower is better) | {mine[i]:.1f} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
 def cell(m, lo, hi, nd=0):
-    return "–" if m is None else "%s (%s–%s)" % (fmt(m, nd), fmt(lo, nd), fmt(hi, nd))
+    return "–" if m is None else f"{fmt(m, nd)} ({fmt(lo, nd)}–{fmt(hi, nd)})"
 
 
 def throughput_table(data):
@@ -69,7 +79,7 @@ def throughput_table(data):
             ok = stored_ok(data, case, s)
             mark = "" if ok in (None, True) else " **lost mail**"
             cells.append(cell(m, lo, hi) + mark)
-        lines.append("| (%s) `%s` | %s |" % (case, cinfo["argv"], " | ".join(cells)))
+        lines.append("| ({}) `{}` | {} |".format(case, cinfo["argv"], " | ".join(cells)))
     return "\n".join(lines)
 
 
@@ -81,7 +91,7 @@ def cpu_table(data):
         cells = []
         for s in ss:
             cells.append(cell(*stat(data, case, s, "cpu_ms_msg"), nd=2))
-        lines.append("| (%s) | %s |" % (case, " | ".join(cells)))
+        lines.append("| ({}) | {} |".format(case, " | ".join(cells)))
     return "\n".join(lines)
 
 
@@ -93,8 +103,8 @@ def memory_table(data):
         idle, peak, peak_n, extra = mem_figures(data, s)
         ra = stat(data, "a", s, "peak_rss_kb")[2] if "a" in data["results"] else None
         re_ = stat(data, "e", s, "peak_rss_kb")[2] if "e" in data["results"] else None
-        rss = "%s → %s" % (fmt(ra and ra / MIB, 1), fmt(re_ and re_ / MIB, 1))
-        lines.append("| %s | %.1f (%d) | %.1f (%d) | %s | %s | %.0f |" % (
+        rss = f"{fmt(ra and ra / MIB, 1)} → {fmt(re_ and re_ / MIB, 1)}"
+        lines.append("| %s | %.1f (%d) | %.1f (%d) | %s | %s | %.0f |" % (  # noqa: UP031
             info["label"], idle, info["idle_procs"], peak, peak_n, fmt(extra, 2), rss,
             info["start_s"] * 1000))
     return "\n".join(lines)
@@ -109,7 +119,7 @@ def stack_table(data):
     for s, info in data.get("stack_servers", {}).items():
         idle, peak, peak_n, _ = mem_figures(data, s, "stack_servers", [STACK_CASE])
         ok = stored_ok(data, STACK_CASE, s)
-        lines.append("| %s | %s | %s | %.1f (%d) | %.1f (%d) | %s |" % (
+        lines.append("| %s | %s | %s | %.1f (%d) | %.1f (%d) | %s |" % (  # noqa: UP031
             info["label"], cell(*stat(data, STACK_CASE, s, "msgs_s")),
             cell(*stat(data, STACK_CASE, s, "cpu_ms_msg"), nd=2), idle, info["idle_procs"],
             peak, peak_n, {None: "–", True: "yes", False: "**no**"}[ok]))
@@ -130,8 +140,7 @@ def probe_table(data):
         last = _med([r["probe"]["last_greet_s"] for r in rs])
         ok = stored_ok(data, "d", s)
         stored = {None: "n/a (discards)", True: "yes", False: "**no**"}[ok]
-        lines.append("| %s | %d | %d | %s | %s |" % (label(data, s), refused, failed,
-                                                     fmt(last, 2), stored))
+        lines.append(f"| {label(data, s)} | {refused} | {failed} | {fmt(last, 2)} | {stored} |")
     return "\n".join(lines)
 
 
@@ -153,11 +162,11 @@ def plot(data, path):
         err = [[st[0] - st[1] for _, st in cells], [st[2] - st[0] for _, st in cells]]
         ax.bar(xs, meds, width, yerr=err, capsize=2, label=label(data, s))
     ax.set_xticks(range(len(cases)))
-    ax.set_xticklabels(["(%s) %s" % (c, data["cases"][c]["title"].replace(", ", "\n", 1))
+    ax.set_xticklabels(["({}) {}".format(c, data["cases"][c]["title"].replace(", ", "\n", 1))
                         for c in cases], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("messages / s (median, min–max; log scale)")
-    ax.set_title("qsmtp and its peers, one run, %s" % data["when"])
+    ax.set_title("qsmtp and its peers, one run, {}".format(data["when"]))
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -171,18 +180,23 @@ def write_doc(data, doc_path, plot_path):
     analysis = (HERE / "analysis.md").read_text() if (HERE / "analysis.md").exists() else ""
     method = (HERE / "method.md").read_text() if (HERE / "method.md").exists() else ""
     scale = "" if data["scale"] == 1 else (
-        " Message counts scaled by %.2f (time)." % data["scale"])
-    shrunk = [(i + 1, f[0]) for i, f in enumerate(data.get("round_scales", []))
-              if isinstance(f, (list, tuple)) and f[0] < 1]
-    if shrunk:
-        scale += (" The machine was busy (other jobs), so to stay within the time budget "
-                  "later rounds sent fewer messages: " + ", ".join(
-                      "round %d × %.2f" % r for r in shrunk) + ".")
+        " Message counts scaled by {:.2f} (time).".format(data["scale"]))
+    for key, what in (("round_scales", "(a)–(e)"), ("stack_round_scales", "(f)")):
+        shrunk = [(i + 1, f[0]) for i, f in enumerate(data.get(key, []))
+                  if isinstance(f, (list, tuple)) and f[0] < 1]
+        if shrunk:
+            scale += (f" The machine was busy (other jobs), so to stay within the time budget "
+                      f"later rounds of {what} sent fewer messages: " + ", ".join(
+                          f"round {n} × {f:.2f}" for n, f in shrunk) + ".")
+    warm = "" if "warm" not in data else (
+        f" Each server got {data['warm']} messages"
+        + (f" ({data['warm_stack']} for the stacks of (f))" if data.get("warm_stack") else "")
+        + " before it was measured.")
     text = f"""# Benchmarks
 
 Generated by `make bench` (bench/run.py; re-render with `python3 bench/report.py`)
 on {data['when']}: {data['machine']}. {data['runs']} rounds, servers alternating
-round by round; medians with min–max.{scale} The whole run took
+round by round; medians with min–max.{scale}{warm} The whole run took
 {data['duration_s'] / 60:.1f} min. Absolute numbers drift between runs on shared
 VMs; the ratios, taken in the same run, are what carries over.
 

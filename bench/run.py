@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cases as casemod      # noqa: E402
-import coldstart            # noqa: E402
-import greetprobe           # noqa: E402
-import procstat             # noqa: E402
-import report               # noqa: E402
-import servers              # noqa: E402
-import stack                # noqa: E402
-from instance import VENV_PY, stop_pid   # noqa: E402
+import cases as casemod  # noqa: E402
+import coldstart  # noqa: E402
+import greetprobe  # noqa: E402
+import procstat  # noqa: E402
+import report  # noqa: E402
+import servers  # noqa: E402
+import stack  # noqa: E402
+from instance import VENV_PY, stop_pid  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BASE_PORT = 27100
@@ -44,21 +44,26 @@ def parse_args(argv):
     ap.add_argument("--servers", default=",".join(s.name for s in servers.ALL))
     ap.add_argument("--warm", type=int, default=4000,
                     help="messages sent to each server before it is measured")
+    ap.add_argument("--warm-stack", type=int, default=1000,
+                    help="the same for case (f)'s stacks (slower per message)")
     ap.add_argument("--work", default=str(HERE / "work"))
     ap.add_argument("--json", help="where the run's data goes (default: "
                     "bench/results/latest.json with the doc, else work/last-run.json)")
     ap.add_argument("--doc", default=str(HERE.parent / "docs" / "BENCHMARKS.md"))
     ap.add_argument("--plot", default=str(HERE.parent / "docs" / "benchmarks.png"))
     ap.add_argument("--no-doc", action="store_true", help="print only")
-    ap.add_argument("--budget", type=float, default=12 * 60,
-                    help="seconds for the rounds; on a busy machine later rounds "
-                         "send fewer messages to stay within it (reported)")
+    ap.add_argument("--budget", type=float, default=10 * 60,
+                    help="seconds for the rounds of (a)-(e); on a busy machine later "
+                         "rounds send fewer messages to stay within it (reported)")
+    ap.add_argument("--stack-budget", type=float, default=5 * 60,
+                    help="the same for the rounds of (f)")
     ap.add_argument("--smoke", action="store_true",
                     help="a short check that everything runs (BENCH_SMOKE=1): "
                          "2 rounds, 5%% of the messages, 200 warm-up, no doc")
     a = ap.parse_args(argv)
     if a.smoke:
-        a.runs, a.scale, a.warm, a.no_doc, a.budget = 2, 0.05, 200, True, 240
+        a.runs, a.scale, a.no_doc = 2, 0.05, True
+        a.warm, a.warm_stack, a.budget, a.stack_budget = 200, 100, 240, 120
     if a.json is None:
         a.json = str(HERE / "results" / "latest.json") if not a.no_doc else \
             str(Path(a.work) / "last-run.json")
@@ -71,11 +76,10 @@ def start_dns(work):
     d = Path(work) / "stack"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    log = open(d / "dns.log", "ab")
-    proc = subprocess.Popen([str(VENV_PY), str(HERE / "stack.py"), "--work", str(d)],
-                            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    log.close()
+    with open(d / "dns.log", "ab") as log:
+        proc = subprocess.Popen([str(VENV_PY), str(HERE / "stack.py"), "--work", str(d)],
+                                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     t0 = time.monotonic()
     while not (d / "dns.port").exists():
         if proc.poll() is not None or time.monotonic() - t0 > 60:
@@ -119,8 +123,8 @@ def warm_up(started, case, n, message):
         return
     for srv in started:
         elapsed, rc, err = casemod.run_source(case.with_messages(n), srv.port, message)
-        print("warm-up %-10s %d messages in %.1f s%s" % (
-            srv.name, n, elapsed, "  ERR " + err[-80:] if rc else ""), flush=True)
+        tail = "  ERR " + err[-80:] if rc else ""
+        print(f"warm-up {srv.name:<10} {n} messages in {elapsed:.1f} s{tail}", flush=True)
         srv.settle(n)
         srv.reset_store()
 
@@ -167,16 +171,17 @@ def one_run(srv, case, message):
     return r
 
 
-def run_phase(a, chosen, cases, fixture, budget, results):
+def run_phase(a, chosen, cases, fixture, results):
     """Start the servers of one phase, warm them, run the rounds, stop
     them; returns their start-up info and the round scales."""
     for_stack = cases[0].stack
+    budget = a.stack_budget if for_stack else a.budget
     started, info = start_all(chosen, a.work, fixture, for_stack)
     t_start, scales = time.monotonic(), []
     for c in cases:
         results.setdefault(c.key, {s.name: [] for s in started})
     try:
-        warm_up(started, cases[0], a.warm, fixture.message)
+        warm_up(started, cases[0], a.warm_stack if for_stack else a.warm, fixture.message)
         for rnd in range(a.runs):
             t_round = time.monotonic()
             factor = round_scale(a, rnd, t_start, scales, budget)
@@ -187,7 +192,7 @@ def run_phase(a, chosen, cases, fixture, budget, results):
                 for srv in order:
                     r = one_run(srv, case, fixture.message)
                     results[case.key][srv.name].append(r)
-                    print("round %d case %s %-10s %8.1f msg/s  cpu %.2f ms/msg  "
+                    print("round %d case %s %-10s %8.1f msg/s  cpu %.2f ms/msg  "  # noqa: UP031
                           "stored %s/%s%s" % (rnd + 1, case.key, srv.name, r["msgs_s"],
                                               r["cpu_ms_msg"], r["stored"], r["expected"],
                                               "  ERR " + r["error"][-80:] if "error" in r else ""),
@@ -221,16 +226,13 @@ def measure(a, names, fixture):
     plain = [casemod.BY_KEY[k].scaled(a.scale) for k in a.cases if not casemod.BY_KEY[k].stack]
     stacked = [casemod.BY_KEY[k].scaled(a.scale) for k in a.cases if casemod.BY_KEY[k].stack]
     chosen = [c for c in servers.ALL if c.name in names]
-    share = len(plain) / max(1, len(plain) + len(stacked))
     results, info, stack_info, scales = {}, {}, {}, {}
     try:
         if plain:
-            info, scales["plain"] = run_phase(a, chosen, plain, fixture, a.budget * share,
-                                              results)
+            info, scales["plain"] = run_phase(a, chosen, plain, fixture, results)
         if stacked:
             stack_info, scales["stack"] = run_phase(
-                a, [c for c in chosen if c.stack_capable], stacked, fixture,
-                a.budget * (1 - share), results)
+                a, [c for c in chosen if c.stack_capable], stacked, fixture, results)
     except KeyboardInterrupt:
         print("interrupted: reporting the rounds done so far", flush=True)
     return {"cases": {c.key: {"title": c.title, "argv": " ".join(c.argv(0, "MSG")[1:-1]),
@@ -252,6 +254,7 @@ def main(argv=None):
         stop_dns(dns_proc)
     data.update({"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                  "machine": machine(), "runs": a.runs, "scale": a.scale, "warm": a.warm,
+                 "warm_stack": a.warm_stack,
                  "smoke": a.smoke, "cold_start_s": cold,
                  "duration_s": time.monotonic() - t_start})
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
@@ -259,10 +262,10 @@ def main(argv=None):
     print(report.markdown_ratios(data))
     if not a.no_doc:
         report.write_doc(data, a.doc, a.plot)
-        print("wrote %s, %s and %s" % (a.doc, a.plot, a.json))
+        print(f"wrote {a.doc}, {a.plot} and {a.json}")
     else:
-        print("data in %s (the doc and bench/results/latest.json untouched)" % a.json)
-    print("bench took %.0f s" % data["duration_s"])
+        print(f"data in {a.json} (the doc and bench/results/latest.json untouched)")
+    print("bench took {:.0f} s".format(data["duration_s"]))
 
 
 def machine():
@@ -273,8 +276,7 @@ def machine():
                 cpu = line.split(":", 1)[1].strip()
                 break
     kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
-    return "%d CPUs (%s), kernel %s, Python %s" % (
-        os.cpu_count(), cpu, kernel, sys.version.split()[0])
+    return f"{os.cpu_count()} CPUs ({cpu}), kernel {kernel}, Python {sys.version.split()[0]}"
 
 
 if __name__ == "__main__":

@@ -40,12 +40,12 @@ path = "{self.work / 'maildir'}"
         """Case (f): the plugin stack (mapping in docs/BENCHMARKS.md); the
         client is not a relay client, so every check runs."""
         s = self.stack
-        dns = 'nameservers = ["127.0.0.1"]\ndns_port = %d\n' % self.dns_port
+        dns = f'nameservers = ["127.0.0.1"]\ndns_port = {self.dns_port}\n'
         return "".join("\n[[plugins]]\n" + body for body in (
-            'name = "hosts_allow"\ndeny = ["%s"]\n' % s.deny_net,
+            f'name = "hosts_allow"\ndeny = ["{s.deny_net}"]\n',
             'name = "helo"\npolicy = "strict"\n' + dns,
-            'name = "dnsbl"\nzones = ["%s"]\n' % s.dnsbl_zone + dns,
-            'name = "rhsbl"\nzones = ["%s"]\n' % s.rhsbl_zone + dns,
+            f'name = "dnsbl"\nzones = ["{s.dnsbl_zone}"]\n' + dns,
+            f'name = "rhsbl"\nzones = ["{s.rhsbl_zone}"]\n' + dns,
             'name = "spf"\nfail_action = "deny"\n' + dns,
             'name = "dkim"\n' + dns,
             'name = "basicheaders"\n',

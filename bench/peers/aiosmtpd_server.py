@@ -21,9 +21,9 @@ class MaildirHandler:
     async def handle_DATA(self, server, session, envelope):
         global _count
         _count += 1
-        name = "%d.P%dQ%d.%s" % (time.time(), os.getpid(), _count, HOST)
-        head = "Return-Path: <%s>\n" % envelope.mail_from
-        head += "".join("Delivered-To: %s\n" % r for r in envelope.rcpt_tos)
+        name = f"{int(time.time())}.P{os.getpid()}Q{_count}.{HOST}"
+        head = f"Return-Path: <{envelope.mail_from}>\n"
+        head += "".join(f"Delivered-To: {r}\n" for r in envelope.rcpt_tos)
         body = envelope.original_content.replace(b"\r\n", b"\n")
         tmp = os.path.join(self.path, "tmp", name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

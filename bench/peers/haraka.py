@@ -42,12 +42,12 @@ class Haraka(Server):
             (md / d).mkdir(parents=True)
         w = self.writer(cfg)
         # nodes: one per core (cluster mode); the master hands connections out.
-        w("smtp.ini", "[main]\nlisten=127.0.0.1:%d\nnodes=%d\n" % (self.port, os.cpu_count()))
+        w("smtp.ini", f"[main]\nlisten=127.0.0.1:{self.port}\nnodes={os.cpu_count()}\n")
         w("me", HOSTNAME + "\n")
         # notice: one summary line per connection (qsmtp logs two per message).
         w("log.ini", "[main]\nlevel=notice\ntimestamps=false\nformat=default\n")
         w("host_list", "example.com\n")
-        w("bench_maildir.ini", "[main]\npath=%s\n" % md)
+        w("bench_maildir.ini", f"[main]\npath={md}\n")
         w("databytes", "26214400\n")
         w("plugins", "\n".join(STACK_PLUGINS if self.stack else PLAIN_PLUGINS) + "\n")
         if self.stack:
@@ -63,7 +63,7 @@ class Haraka(Server):
         s = self.stack
         w = self.writer(cfg)
         # hosts_allow: the same deny rule as the others; everything else allowed.
-        w("connect.rdns_access.blacklist", "%s\n" % s.deny_net)
+        w("connect.rdns_access.blacklist", f"{s.deny_net}\n")
         w("access.ini", "[check]\nconn=true\nmail=false\nrcpt=false\nany=false\n")
         # helo: every check on, none refusing on its own (as helo's defaults),
         # private IPs not skipped (the bench's client is 127.0.0.1).
@@ -71,15 +71,16 @@ class Haraka(Server):
           "[check]\nvalid_hostname=true\nforward_dns=true\nrdns_match=true\n"
           "bare_ip=true\ndynamic=true\nbig_company=true\nliteral_mismatch=true\n"
           "host_mismatch=true\nproto_mismatch=false\nmatch_re=true\n")
-        w("dns-list.ini", "[main]\nperiodic_checks=0\nzones=%s\nsearch=all\n[%s]\n"
-          "type=block\nipv6=false\n" % (s.dnsbl_zone, s.dnsbl_zone))
+        w("dns-list.ini", f"[main]\nperiodic_checks=0\nzones={s.dnsbl_zone}\nsearch=all\n"
+          f"[{s.dnsbl_zone}]\n"
+          "type=block\nipv6=false\n")
         # rhsbl: uribl on the envelope sender's domain only. Haraka merges
         # its plugins' default ini files under ours: the default zones are
         # switched off here, and its excludes list (well-known domains) emptied.
-        off = "".join("[%s]\nrdns=0\nhelo=0\nenvfrom=0\nfrom=0\nmsgid=0\nbody=0\n" % z
+        off = "".join(f"[{z}]\nrdns=0\nhelo=0\nenvfrom=0\nfrom=0\nmsgid=0\nbody=0\n"
                       for z in ("dbl.spamhaus.org", "multi.uribl.com", "multi.surbl.org"))
-        w("uribl.ini", "[main]\ntimeout=5\n[%s]\nenvfrom=1\nhelo=0\nrdns=0\nfrom=0\n"
-          "msgid=0\nbody=0\nno_ip_lookups=1\n" % s.rhsbl_zone + off)
+        w("uribl.ini", f"[main]\ntimeout=5\n[{s.rhsbl_zone}]\nenvfrom=1\nhelo=0\nrdns=0\nfrom=0\n"
+          "msgid=0\nbody=0\nno_ip_lookups=1\n" + off)
         w("uribl.excludes", "# none\n")
         w("spf.ini", "[main]\nlookup_timeout=5\n[deny]\nmfrom_fail=true\nhelo_fail=false\n")
         w("dkim.ini", "[verify]\nenabled=true\ntimeout=5\n[sign]\nenabled=false\n")
@@ -91,7 +92,7 @@ class Haraka(Server):
         e["BENCH_HARAKA_PREFIX"] = str(NPM_PREFIX)
         # Haraka's DNS goes to the bench's loopback server in every case
         # (its plugins build their own resolvers; see loopback_dns.js).
-        e["BENCH_DNS"] = "127.0.0.1:%d" % self.dns_port
+        e["BENCH_DNS"] = f"127.0.0.1:{self.dns_port}"
         if self.stack:
             e["BENCH_PUBLIC"] = "1"
         return e

@@ -22,7 +22,7 @@ class Postfix(Server):
         nobody = pwd.getpwnam("nobody")
         for d in ("tmp", "new", "cur"):
             (vmail / "box" / d).mkdir(parents=True)
-        for dirpath, dirnames, filenames in os.walk(vmail):
+        for dirpath, _dirnames, _filenames in os.walk(vmail):
             os.chown(dirpath, nobody.pw_uid, nobody.pw_gid)
         pf = pwd.getpwnam("postfix")
         os.chown(data, pf.pw_uid, pf.pw_gid)
@@ -70,7 +70,7 @@ biff = no
 maillog_file_prefixes = {self.work}
 maillog_file = {self.work}/maillog
 """)
-        (etc / "master.cf").write_text(f"""# service type private unpriv chroot wakeup maxproc command
+        (etc / "master.cf").write_text(f"""# service type private unpriv chroot wakeup maxproc cmd
 127.0.0.1:{self.port} inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
@@ -118,7 +118,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     def queued(self):
         n = 0
         for q in ("incoming", "active", "deferred", "hold", "maildrop"):
-            for dirpath, _, files in os.walk(self.work / "spool" / q):
+            for _dirpath, _, files in os.walk(self.work / "spool" / q):
                 n += len(files)
         return n
 

@@ -38,7 +38,7 @@ class Qpsmtpd(Server):
         else:
             # relay: 127.0.0.1 may relay; rcpt_ok accepts relay clients and
             # rcpthosts; queue/maildir stores. No dnsbl/rhsbl/spf/helo checks.
-            w("plugins", "relay\nrcpt_ok\nqueue/maildir %s\n" % md)
+            w("plugins", f"relay\nrcpt_ok\nqueue/maildir {md}\n")
             w("relayclients", "127.0.0.1\n")
         w("rcpthosts", "example.com\n")
         w("me", HOSTNAME + "\n")
@@ -59,8 +59,8 @@ class Qpsmtpd(Server):
         w("plugins", "\n".join([
             "hosts_allow", "helo policy strict reject 1", "dnsbl reject 1",
             "rhsbl reject 1", "sender_permitted_from reject 3", "dkim reject 0",
-            "headers reject 1", "rcpt_ok", "queue/maildir %s" % md]) + "\n")
-        w("hosts_allow", "%s bench: not allowed\n" % s.deny_net)
+            "headers reject 1", "rcpt_ok", f"queue/maildir {md}"]) + "\n")
+        w("hosts_allow", f"{s.deny_net} bench: not allowed\n")
         w("dnsbl_zones", s.dnsbl_zone + "\n")
         w("rhsbl_zones", s.rhsbl_zone + "\n")
         w("relayclients", "")

@@ -12,7 +12,7 @@ class SmtpSink(Server):
     def command(self):
         # -u: required as root; 1000 = listen backlog.
         return ["/usr/sbin/smtp-sink", "-u", "nobody",
-                "127.0.0.1:%d" % self.port, "1000"]
+                f"127.0.0.1:{self.port}", "1000"]
 
 
 class Aiosmtpd(Server):

@@ -38,7 +38,7 @@ def serve_profiled(config, outdir):
             return original(self)
         finally:
             prof.disable()
-            prof.dump_stats(os.path.join(outdir, "worker-%d.prof" % os.getpid()))
+            prof.dump_stats(os.path.join(outdir, f"worker-{os.getpid()}.prof"))
 
     worker.Worker.run = run
     sys.argv = ["qsmtp", "serve", "--config", config]
@@ -54,21 +54,23 @@ def main():
     if a.serve:
         return serve_profiled(*a.serve)
     import cases
+    import instance
     import servers
     work = Path(tempfile.mkdtemp(prefix="qsmtp-fleetprof-"))
     srv = servers.Qsmtp(27197, work, dns_port=None)   # plain qsmtp asks no DNS
     srv.prepare()
     outdir = work / "prof"
     outdir.mkdir()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve",
-                             str(srv.work / "qsmtp.toml"), str(outdir)],
-                            stdout=subprocess.DEVNULL, stderr=open(work / "log", "wb"))
+    with open(work / "log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, __file__, "--serve",
+                                 str(srv.work / "qsmtp.toml"), str(outdir)],
+                                stdout=subprocess.DEVNULL, stderr=log)
     try:
-        servers.wait_banner(srv.port)
+        instance.wait_banner(srv.port)
         time.sleep(1)
         case = cases.BY_KEY[a.case]
         t, rc, err = cases.run_source(case, srv.port)
-        print("case %s: %.0f msg/s rc=%d %s" % (a.case, case.messages / t, rc, err))
+        print(f"case {a.case}: {case.messages / t:.0f} msg/s rc={rc} {err}")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -21,10 +21,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))   # the repository: qsmtp
 
-from qsmtp import config as config_mod, log as log_mod   # noqa: E402
-from qsmtp.app import App                                 # noqa: E402
-from qsmtp.smtp.session import run_session                # noqa: E402
-from qsmtp.smtp.state import ConnectionInfo               # noqa: E402
+from qsmtp import config as config_mod  # noqa: E402
+from qsmtp import log as log_mod  # noqa: E402
+from qsmtp.app import App  # noqa: E402
+from qsmtp.smtp.session import run_session  # noqa: E402
+from qsmtp.smtp.state import ConnectionInfo  # noqa: E402
 
 
 def main():
@@ -49,7 +50,8 @@ path = "{work / 'maildir'}"
 """)
     config = config_mod.load(str(cfg), {})
     log_mod.setup()
-    sys.stderr = open(work / "log", "w")            # INFO lines, as a worker writes them
+    # INFO lines, as a worker writes them; open until the process ends
+    sys.stderr = open(work / "log", "w")  # noqa: SIM115
     log_mod.setup()
     app = App.load(config)
     lsock = socket.socket()
@@ -60,7 +62,7 @@ path = "{work / 'maildir'}"
             "-f", "sender@example.com", "-t", "rcpt@example.com", "-M", "client.example.com"]
     if a.reuse:
         argv.append("-d")
-    client = subprocess.Popen(argv + ["127.0.0.1:%d" % port])
+    client = subprocess.Popen(argv + [f"127.0.0.1:{port}"])
     prof = cProfile.Profile(time.process_time)
     served = 0
     lsock.settimeout(2.0)
@@ -68,7 +70,7 @@ path = "{work / 'maildir'}"
     while client.poll() is None or served == 0:
         try:
             conn, addr = lsock.accept()
-        except socket.timeout:
+        except TimeoutError:
             continue
         conn.setblocking(True)
         info = ConnectionInfo(addr[0], addr[1], "127.0.0.1", port, "smtp")
@@ -81,7 +83,7 @@ path = "{work / 'maildir'}"
     cpu, t1 = time.process_time() - cpu0, os.times()
     stored = len(os.listdir(work / "maildir" / "new"))
     n = max(stored, 1)
-    print("served %d connections, %d messages stored, %.3f ms CPU/msg (user %.3f, sys %.3f)%s"
+    print("served %d connections, %d messages stored, %.3f ms CPU/msg (user %.3f, sys %.3f)%s"  # noqa: UP031
           % (served, stored, cpu * 1000 / n, (t1.user - t0.user) * 1000 / n,
              (t1.system - t0.system) * 1000 / n, "" if a.no_profile else ", profiled"),
           file=sys.__stdout__)
