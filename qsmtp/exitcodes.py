@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 EX_OK = 0
-EX_FAIL = 1          # qsmtp: cannot start (port taken, pid file, user switch); qsmtpctl: nothing runs / refused
+EX_FAIL = 1          # qsmtp: cannot start (port, pid file, user); qsmtpctl: nothing runs / refused
 EX_USAGE = 2         # click: unknown flag, value that does not parse
 EX_UNREADABLE = 2    # qsmtpctl: the registry exists but cannot be read (permissions)
 EX_SOFTWARE = 70     # internal error: a crashed worker or supervisor, an unexpected exception

@@ -8,6 +8,7 @@ queuing on across our restarts); closing our copy is all we ever do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from dataclasses import dataclass
@@ -115,17 +116,13 @@ def close_all(listeners: list[Listener], stop_listening: bool = False) -> None:
     still hold copies, so new clients are refused (and try the next MX)
     instead of waiting unanswered through the grace period."""
     for listener in listeners:
-        try:
-            if stop_listening and not listener.inherited:
+        if stop_listening and not listener.inherited:
+            with contextlib.suppress(OSError):
                 listener.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             listener.sock.close()  # never shutdown(): inherited ones are systemd's
-        except OSError:
-            pass
 
 
 def describe(listeners: list[Listener]) -> str:
-    return ", ".join(f"{l.address} ({l.service}{', systemd' if l.inherited else ''})"
-                     for l in listeners)
+    return ", ".join(f"{ln.address} ({ln.service}{', systemd' if ln.inherited else ''})"
+                     for ln in listeners)

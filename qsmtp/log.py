@@ -134,8 +134,8 @@ def under_systemd() -> bool:
 def setup(debug: bool = False, quiet: bool = False, force_stderr: bool = False) -> None:
     """(Re)configure the root logger; safe to call again (after fork, reload)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if not force_stderr and systemd.journal_stream_matches(2):
         handler = systemd.journal_handler("qsmtp")

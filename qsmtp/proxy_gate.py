@@ -12,6 +12,7 @@ real peer: the balancer gets an ordinary session, which its smtpchk expects.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -19,7 +20,6 @@ import time
 from dataclasses import dataclass
 
 from qsmtp.proxy import Header, NeedMore, ProxyError, parse
-import contextlib
 
 log = logging.getLogger("qsmtp.proxy")
 

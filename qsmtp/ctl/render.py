@@ -160,7 +160,8 @@ def _table(snap: dict[str, Any], now: float) -> str:
     if len(rows) == 1:
         return "(no workers)"
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(cell.ljust(width)
+                               for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in rows)
 
 

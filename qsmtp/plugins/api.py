@@ -4,8 +4,9 @@ A plugin is a class deriving from `Plugin`. Methods named `hook_<name>` are
 registered automatically (hook names use `_` where qpsmtpd used `-`:
 `hook_pre_connection`). A hook returns a `Result`, a `(Result, message)` pair,
 or None (same as DECLINED); a `HookResult(DENY, "5.7.1 text", code=552)`
-when a refusal needs a reply code other than its stage's default. Options come from the plugin's `[[plugins]]` table
-and are declared in `options`; unknown or ill-typed options fail at load time.
+when a refusal needs a reply code other than its stage's default. Options
+come from the plugin's `[[plugins]]` table and are declared in `options`;
+unknown or ill-typed options fail at load time.
 
     class Greeter(Plugin):
         '''Says hello in the logs.'''

@@ -231,11 +231,12 @@ def _import(name: str) -> tuple[ModuleType, str | None]:
 def plugin_class(name: str) -> type[Plugin]:
     """The Plugin subclass a `[[plugins]]` name refers to. Raises PluginError."""
     module, attr = _import(name)
-    attr = attr or getattr(module, "plugin_class", None)
-    if isinstance(attr, type):
-        found = attr
-    elif attr:
-        found = getattr(module, attr, None)
+    chosen: object = attr or getattr(module, "plugin_class", None)
+    found: object
+    if isinstance(chosen, type):
+        found = chosen
+    elif chosen:
+        found = getattr(module, str(chosen), None)
     else:
         defined = [obj for obj in vars(module).values()
                    if inspect.isclass(obj) and issubclass(obj, Plugin) and obj is not Plugin
@@ -245,7 +246,7 @@ def plugin_class(name: str) -> type[Plugin]:
                               "Plugin classes; set plugin_class or use module:Class")
         found = defined[0]
     if not (inspect.isclass(found) and issubclass(found, Plugin)):
-        raise PluginError(name, "name", f"{attr!r} in {module.__name__} is not a Plugin")
+        raise PluginError(name, "name", f"{chosen!r} in {module.__name__} is not a Plugin")
     return found
 
 

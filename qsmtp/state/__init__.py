@@ -27,8 +27,8 @@ from qsmtp.state.base import GreyRules, GreyStore, KarmaStore, LeaseStore
 from qsmtp.state.errors import StateUnavailable
 from qsmtp.state.sqlite import SqliteGrey, SqliteKarma, SqliteLeases
 
-__all__ = ["GreyRules", "LeaseStore", "StateUnavailable", "grey_store", "karma_store", "lease_store",
-           "redis_configured", "sqlite_path"]
+__all__ = ["GreyRules", "LeaseStore", "StateUnavailable", "grey_store", "karma_store",
+           "lease_store", "redis_configured", "sqlite_path"]
 
 _connections: dict[str, Any] = {}  # url -> redis Connection, one per process
 

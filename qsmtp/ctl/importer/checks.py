@@ -33,7 +33,7 @@ HELO_LENIENT_EXTRAS = ["invalid_localhost", "is_bare_ip", "claims_us", "is_forge
 def pairs(t: Translation, line: Line, args: list) -> dict[str, str]:
     if len(args) % 2:
         t.drop(line.origin, f"argument {args[-1]!r}", "a key without a value")
-    return {key.lower(): value for key, value in zip(args[::2], args[1::2])}
+    return {key.lower(): value for key, value in zip(args[::2], args[1::2], strict=False)}
 
 
 def action_of(opts: dict[str, str]) -> str | None:
@@ -116,7 +116,7 @@ def _address_list(kind: str, patterns_file: bool = False) -> Handler:
         if regex:
             before = plugin.options.get("patterns")
             texts = (before.value if before else []) + [entry.text for entry in regex]
-            origins = (before.origins if before else []) + [entry.origin for entry in regex]
+            origins = ((before.origins or []) if before else []) + [entry.origin for entry in regex]
             t.option(plugin, "patterns", texts, qp.path(name), origins)
     return handle
 
@@ -228,8 +228,8 @@ def _earlytalker(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None
 def _spf(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
     opts = pairs(t, line, args)
     plugin = t.plugin("spf", line.origin)
-    level = opts.pop("reject", opts.pop("spf_deny", "1"))
-    level = int(level) if level.isdigit() else 1
+    given = opts.pop("reject", opts.pop("spf_deny", "1"))
+    level = int(given) if given.isdigit() else 1
     ladder = [(1, "fail_action", "note"), (1, "softfail_action", "note"),
               (1, "neutral_action", "note"), (1, "permerror_action", "note"),
               (1, "temperror_action", "note"), (2, "temperror_action", "denysoft"),

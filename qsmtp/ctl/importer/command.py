@@ -63,7 +63,8 @@ def import_qpsmtpd(directory: str, output: str, force: bool,
     text = render(t, os.path.abspath(directory), header)
     problem = _write(text, output, force)
     if problem:
-        t.ask("stdout" if output == "-" else output, f"the result does not pass `qsmtpctl config check`: {problem}")
+        t.ask("stdout" if output == "-" else output,
+              f"the result does not pass `qsmtpctl config check`: {problem}")
     report = _report(t, directory, output, problem)
     click.echo(report, err=output == "-")
     raise click.exceptions.Exit(EX_FAIL if t.human else EX_OK)
@@ -91,8 +92,9 @@ def _write(text: str, output: str, force: bool) -> str | None:
     replacing an existing file without `force`).  -> the validation error."""
     folder = os.path.dirname(os.path.abspath(output)) if output != "-" else None
     try:
-        handle = tempfile.NamedTemporaryFile("w", suffix=".toml", dir=folder,
-                                             prefix=".qsmtp-import-", delete=False)
+        # Closed by the `with handle` below: here only its creation may fail.
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            "w", suffix=".toml", dir=folder, prefix=".qsmtp-import-", delete=False)
     except OSError as exc:
         fail(f"qsmtpctl: cannot write in {folder}: {exc.strerror or exc}", EX_FAIL)
     try:

@@ -138,8 +138,9 @@ def _tls(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
     if len(args) > 2:
         t.drop(line.origin, f"tls CA file {args[2]}", "qsmtp does not ask for client "
                                                      "certificates")
-    if qp.first("tls_ciphers"):
-        t.drop(qp.first("tls_ciphers").origin, "tls_ciphers",
+    ciphers = qp.first("tls_ciphers")
+    if ciphers:
+        t.drop(ciphers.origin, "tls_ciphers",
                "qsmtp uses OpenSSL's defaults with TLS 1.2 at least")
 
 
@@ -157,7 +158,7 @@ def _auth_flat_file(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> N
 
 
 def _auth_checkpassword(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
-    opts = dict(zip(args[::2], args[1::2]))
+    opts = dict(zip(args[::2], args[1::2], strict=False))
     plugin = t.plugin("auth/checkpassword", line.origin)
     program = opts.get("checkpw", "")
     if not program:

@@ -8,13 +8,14 @@ Strings are TOML basic strings with every control character escaped.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from qsmtp.ctl.importer.model import Item, Translation
 from qsmtp.settings import SECTIONS, SETTINGS
 
 
-def render(t: Translation, source: str, extra_header: list[str] = ()) -> str:
+def render(t: Translation, source: str, extra_header: Sequence[str] = ()) -> str:
     out = [f"# qsmtp.toml imported from the qpsmtpd config directory {source}",
            "# by `qsmtpctl import-qpsmtpd`.  Each comment names the qpsmtpd file and",
            "# line a value came from.  Check edits with `qsmtpctl config check FILE`."]
@@ -36,7 +37,8 @@ def render(t: Translation, source: str, extra_header: list[str] = ()) -> str:
 def _key(key: str, item: Item) -> list[str]:
     if isinstance(item.value, list) and item.origins and len(item.origins) == len(item.value):
         lines = [f"{key} = [  # {_comment(item.origin)}"]
-        lines += [f"    {value(v)},  # {_comment(o)}" for v, o in zip(item.value, item.origins)]
+        lines += [f"    {value(v)},  # {_comment(o)}"
+                  for v, o in zip(item.value, item.origins, strict=True)]
         return lines + ["]"]
     return [f"{key} = {value(item.value)}  # {_comment(item.origin)}"]
 

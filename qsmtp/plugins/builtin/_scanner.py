@@ -9,12 +9,13 @@ or just `/path`.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from qsmtp.plugins.api import DECLINED, DENYSOFT, Option, PluginError
+from qsmtp.plugins.api import DECLINED, DENYSOFT, Option, Plugin, PluginError
 
 ON_ERROR = ("defer", "pass")
 SEND_CHUNK = 1 << 16
@@ -50,7 +51,14 @@ def parse_address(plugin: str, value: str) -> tuple[int, Any]:
     return (socket.AF_INET6 if v6 or ":" in host else socket.AF_INET), (host, int(port))
 
 
-def check_common(plugin: Any) -> None:
+class Scanner(Plugin):
+    """What clamav and spamassassin share: the daemon's address, parsed at load."""
+
+    family: int
+    sockaddr: Any  # a path (AF_UNIX) or (host, port); both set by check_common
+
+
+def check_common(plugin: Scanner) -> None:
     """Load-time checks of the options scanner_options() declares."""
     opts = plugin.opts
     plugin.family, plugin.sockaddr = parse_address(plugin.name, opts.address)
@@ -94,10 +102,9 @@ class Connection:
         self.sock.sendall(data)
 
     def shutdown_write(self) -> None:
-        try:
+        # The peer may already have closed; its reply can still be read.
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the peer may already have closed; its reply can still be read
 
     def read_all(self, limit: int, until: bytes | None = None) -> bytes:
         """Read until the peer closes, `until` appears, or `limit` bytes."""
@@ -126,7 +133,7 @@ def message_size(txn: Any) -> int:
     return sum(len(line) + 1 for line in _added(txn)) + txn.body.size
 
 
-def message_chunks(txn: Any) -> Iterator[bytes]:
+def message_chunks(txn: Any) -> Iterator[bytes | memoryview]:
     """The message as it will be queued so far (headers other plugins added
     first, then the received message), LF line ends, in bounded pieces: a
     spooled body is read from its file 64 KiB at a time."""

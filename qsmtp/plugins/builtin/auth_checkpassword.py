@@ -26,6 +26,7 @@ qpsmtpd mapping: `auth/auth_checkpassword checkpw /path true /bin/true` ->
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,7 +35,6 @@ from typing import Any
 
 from qsmtp.plugins.api import Option, PluginError
 from qsmtp.plugins.builtin._auth import AuthBackend, TempFail
-import contextlib
 
 # The child gets the credentials on fd 3: the shell moves its stdin (our
 # pipe) there and reopens stdin on /dev/null before exec - no preexec_fn.

@@ -54,6 +54,8 @@ class AuthFile(AuthBackend):
     """Password file of scrypt hashes; re-read when it changes."""
 
     options = {"path": Option(str, "", "password file (user:$scrypt$... lines)")}
+    # Checked for unknown users (see _load); made at the first load.
+    dummy: ScryptHash | None = None
 
     def setup(self) -> None:
         if not self.opts.path:
@@ -76,7 +78,7 @@ class AuthFile(AuthBackend):
         # Checked for unknown users, so that they cost the same work as the
         # costliest known one.
         ln = max((h.ln for h in self.users.values()), default=DEFAULT_LN)
-        if getattr(self, "dummy", None) is None or self.dummy.ln != ln:
+        if self.dummy is None or self.dummy.ln != ln:
             self.dummy = ScryptHash.parse(hash_password(os.urandom(12).hex(), ln))
 
     def _refresh(self) -> None:
@@ -96,7 +98,8 @@ class AuthFile(AuthBackend):
         self._refresh()
         stored = self.users.get(user)
         if stored is None:
-            self.dummy.matches(password)
+            if self.dummy is not None:  # always, once setup() has loaded the file
+                self.dummy.matches(password)
             return None
         return stored.matches(password)
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from qsmtp.plugins.api import DECLINED, DENY, HookResult, Option, Plugin
+from qsmtp.plugins.api import DECLINED, DENY, HookResult, Option
 from qsmtp.plugins.builtin import _scanner
 
 REPLY_LIMIT = 4096
@@ -53,7 +53,7 @@ class TooLarge(Exception):
     """clamd refused the stream as longer than its StreamMaxLength."""
 
 
-class ClamAV(Plugin):
+class ClamAV(_scanner.Scanner):
     """Scans messages with clamd (INSTREAM) and refuses infected ones with 552."""
 
     options = {

@@ -90,7 +90,7 @@ class Policy:
 
     @classmethod
     def parse(cls, text: str, domain: str, at_org: bool) -> Policy | None:
-        tags = {}
+        tags: dict[str, str] = {}
         for part in text.split(";"):
             key, sep, value = part.partition("=")
             if sep:

@@ -22,6 +22,7 @@ new/ is fsync'd; only then is the message acknowledged (250).  Any OS error
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -30,7 +31,6 @@ from typing import Any
 
 from qsmtp.plugins.api import DENYSOFT, OK, Plugin, PluginError
 from qsmtp.smtp.chars import escape
-import contextlib
 
 _SUBDIRS = ("tmp", "new", "cur")
 _counter = itertools.count(1)  # per process; the pid in the name tells forks apart

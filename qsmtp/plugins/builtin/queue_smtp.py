@@ -22,13 +22,13 @@ Replies (a client gets one reply at the end of DATA, however many recipients):
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 from collections.abc import Iterable
 from typing import Any
 
 from qsmtp.plugins.api import DENY, DENYSOFT, OK, Plugin, PluginError
-import contextlib
 
 TEMPFAIL = (DENYSOFT, "4.3.0 Upstream mail server unavailable, try again later")
 _SEND_BATCH = 1 << 18

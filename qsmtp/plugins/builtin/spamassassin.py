@@ -50,7 +50,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from qsmtp.plugins.api import DECLINED, DENY, HookResult, Option, Plugin, PluginError
+from qsmtp.plugins.api import DECLINED, DENY, HookResult, Option, PluginError
 from qsmtp.plugins.builtin import _scanner
 from qsmtp.plugins.builtin.naughty import adjust_karma
 
@@ -74,7 +74,7 @@ class Verdict:
     tests: tuple[str, ...]
 
 
-class SpamAssassin(Plugin):
+class SpamAssassin(_scanner.Scanner):
     """Scores messages with spamd; tags them and refuses above `reject_score`."""
 
     options = {
