@@ -73,9 +73,9 @@ class Conversation:
         self._out: list[bytes] = []
         self._command = "CONNECT"  # what a refusal refuses (the log line)
         self._decided_by = ""  # the plugin behind the last hook's verdict
-        self.closing = False  # a reply closed the session (read-only outside)
-        self.rejected = False  # a policy refusal was sent (read-only outside)
-        self.plugin_failed = False  # a hook raised or overran (read-only outside)
+        self._closing = False
+        self._rejected = False
+        self.plugin_failed = False  # a hook raised or overran: the worker retires
         # The last transaction MAIL accepted (the summary's sender, recipients
         # and size), accepted messages and the queue id the client was last told.
         self.last_transaction: Transaction | None = None
@@ -85,6 +85,16 @@ class Conversation:
         # Budgets of commands.py (unknown verbs, malformed lines).
         self.unrecognized = 0
         self.malformed = 0
+
+    @property
+    def closing(self) -> bool:
+        """A reply closes the session (or the TLS handshake failed)."""
+        return self._closing
+
+    @property
+    def rejected(self) -> bool:
+        """A policy refusal was sent (see `refuse`)."""
+        return self._rejected
 
     def _stop_now(self) -> bool:
         """Idle between commands and the worker stopping: end the session,
@@ -99,7 +109,7 @@ class Conversation:
         whatever the last hook said (the refusal log's `by=`)."""
         self._out.append(reply.wire)
         if reply.close:
-            self.closing = True
+            self._closing = True
         if reply.code >= 400:
             self._log_refusal(reply, "" if by_engine else self._decided_by)
         self._decided_by = ""
@@ -107,7 +117,7 @@ class Conversation:
     def refuse(self, reply: Reply) -> None:
         """Queue a policy refusal: the session's outcome becomes "rejected"
         (unless a message was accepted)."""
-        self.rejected = True
+        self._rejected = True
         self.reply(reply)
 
     def _log_refusal(self, reply: Reply, decided_by: str) -> None:
@@ -193,7 +203,7 @@ class Conversation:
             return self._reader.start_tls(context, self.config.server.timeout)
         except (ssl.SSLError, OSError) as exc:
             log.info("session %s: TLS handshake failed: %s", self.session.id, exc)
-            self.closing = True
+            self._closing = True
             self._out.clear()
             return None
 

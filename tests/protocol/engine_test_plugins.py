@@ -43,3 +43,12 @@ def _make(hook: str, target: str):
 for _hook in HOOKS:
     setattr(Scripted, f"hook_{_hook}", _make(_hook, "act"))
     setattr(Recorder, f"hook_{_hook}", _make(_hook, "record"))
+
+
+class RefuseSender(Plugin):
+    """DENY at MAIL for one sender address."""
+
+    options = {"sender": Option(str, "", "the sender refused")}
+
+    def hook_mail(self, session, sender, params):
+        return Result.DENY if sender.address == self.opts.sender else None
