@@ -10,6 +10,7 @@ owns the loop, signals, readiness/STATUS/watchdog, reload and stop.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -264,7 +265,8 @@ class Supervisor:
             log.warning("server.children %d exceeds the registry made at start; "
                         "a restart is needed to grow beyond %d", new.children,
                         self.registry.slots // 2)
-            new.children = self.registry.slots // 2
+            # Sections are frozen: this reload's config gets a clamped copy.
+            config.server = dataclasses.replace(new, children=self.registry.slots // 2)
 
     # ---- stop ----------------------------------------------------------------------------------
     def begin_stop(self) -> None:

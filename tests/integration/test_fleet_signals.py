@@ -98,6 +98,25 @@ def test_hup_with_broken_config_keeps_old_generation(serve):
     wait_for(lambda: srv.snapshot()["supervisor"]["generation"] == 2, 5, what="gen 2")
 
 
+def test_hup_beyond_the_registry_clamps_children(serve):
+    """The registry is sized at start (2 x children slots): a reload asking
+    for more workers gets a warning and the most it can hold."""
+    srv = serve(children=2, idle_children=1)
+    srv.config_path.write_text(srv.config_path.read_text().replace(
+        "children = 2\n", "children = 5\n").replace("idle_children = 1\n",
+                                                       "idle_children = 4\n"))
+    srv.signal(signal.SIGHUP)
+    snap = wait_for(lambda: (lambda s: s if s["supervisor"]["generation"] == 2
+                             and s["supervisor"]["reload_status"] == "ok" else None)(
+        srv.snapshot()), 5, what="generation 2")
+    assert snap["pool"]["max"] == 2 and snap["pool"]["slots"] == 4
+    wait_for(lambda: len(srv.workers()) == 2, 5, what="2 workers of generation 2")
+    time.sleep(0.5)  # the pool would grow now if the clamp did not hold
+    assert len(srv.workers()) == 2
+    assert "server.children 5 exceeds the registry made at start" in srv.log()
+    assert "Traceback" not in srv.log()
+
+
 def test_term_under_load_loses_nothing_acknowledged(serve):
     srv = serve(children=8, idle_children=3, max_from_ip=0, grace=5, start=False,
                 flags=["--pid-file", "qsmtp.pid"])
