@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from qsmtp.config import Config
     from qsmtp.smtp.address import Address
     from qsmtp.smtp.message import MessageBody
 
@@ -59,7 +60,7 @@ class Session:
     """One client connection."""
 
     conn: ConnectionInfo
-    config: Any  # qsmtp.config.Config
+    config: Config
     id: str = ""
     started: float = field(default_factory=time.time)
     remote_host: str | None = None  # TCPREMOTEHOST; core code does no DNS
