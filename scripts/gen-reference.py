@@ -60,7 +60,8 @@ STATUS_FIELDS = {
                                  "header: survives workers retiring)",
     "supervisor.started": "start time (Unix seconds)",
     "supervisor.uptime": "seconds since start",
-    "supervisor.reload.status": "outcome of the last reload: `none` (no reload yet), `ok` or `failed`",
+    "supervisor.reload.status": ("outcome of the last reload: `none` (no reload yet), `ok` "
+                                 "or `failed`"),
     "supervisor.reload.reason": "why the last reload failed (`file: key: reason`), else null",
     "supervisor.reload.time": "when the last reload was decided (Unix seconds), else null",
     "supervisor.throttled_until": "while workers die young (boot loop), no new worker "

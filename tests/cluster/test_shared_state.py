@@ -138,7 +138,7 @@ def test_d_one_client_gets_exactly_the_cluster_limit(state_cluster):
     greeted = [line for _, line in opened if line.startswith(b"220")]
     refused = [line for _, line in opened if line.startswith(b"421 4.7.0")]
     assert (len(greeted), len(refused)) == (N, 2 * N), [line for _, line in opened]
-    assert {srv.host for srv, (_, line) in zip(spread, opened)
+    assert {srv.host for srv, (_, line) in zip(spread, opened, strict=True)
             if line.startswith(b"421")} != {spread[0].host}  # refusals on several hosts
     assert c.view(ip)["sessions"] == N
     _status_shows_the_cluster(c, ip)

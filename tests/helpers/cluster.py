@@ -60,7 +60,7 @@ class Cluster:
         self.names = [f"mx{i}" for i in range(1, len(HOSTS) + 1)]
         self.frontend = (FRONTEND_HOST, free_port(FRONTEND_HOST))
         self.lb = PrivateHAProxy(base, frontend=self.frontend, source=BALANCER,
-                                 servers=dict(zip(self.names, self.addresses)))
+                                 servers=dict(zip(self.names, self.addresses, strict=True)))
 
     def start(self) -> Cluster:
         for host in self.hosts:

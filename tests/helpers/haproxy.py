@@ -46,7 +46,7 @@ class PrivateHAProxy(PrivateDaemon):
         self.config.write_text(render(SHIPPED.read_text(), swaps))
 
     def start(self) -> PrivateHAProxy:
-        self.logfile = open(self.log_path, "ab")
+        self.logfile = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=self.logfile,
                                      stderr=subprocess.STDOUT)
@@ -79,7 +79,7 @@ class PrivateHAProxy(PrivateDaemon):
         """`show stat` of the backend's servers: name -> CSV row as a dict."""
         lines = self.command("show stat").splitlines()
         fields = lines[0].lstrip("# ").split(",")
-        rows = [dict(zip(fields, line.split(","))) for line in lines[1:] if line]
+        rows = [dict(zip(fields, line.split(","), strict=False)) for line in lines[1:] if line]
         return {r["svname"]: r for r in rows
                 if r.get("pxname") == "qsmtp" and r["svname"] in self.servers}
 

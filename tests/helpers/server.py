@@ -169,7 +169,7 @@ class Server:
         if self.socket_activate:
             self.notify = NotifyListener(str(self.dir / "notify.sock"))
             env["NOTIFY_SOCKET"] = self.notify.path
-        self.log_file = open(self.log_path, "ab")
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=self.log_file, stderr=subprocess.STDOUT,

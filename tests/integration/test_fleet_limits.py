@@ -21,8 +21,8 @@ def test_max_from_ip_fresh_pool_and_other_addresses(serve):
     socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(10)]
     try:
         lines = first_lines(socks)
-        served = [l for l in lines if l.startswith(b"220")]
-        refused = [l for l in lines if l.startswith(b"421 4.7.0")]
+        served = [line for line in lines if line.startswith(b"220")]
+        refused = [line for line in lines if line.startswith(b"421 4.7.0")]
         assert len(served) == 3 and len(refused) == 7, lines
         assert b"Too many connections from 127.0.0.1" in refused[0]
         # the same IP through a dual-stack/v4-mapped listener counts too

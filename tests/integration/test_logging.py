@@ -101,5 +101,5 @@ def test_hostile_bytes_never_reach_the_log_raw(serve, plain_env):
     for bad in HOSTILE:
         assert bad not in raw, bad
     lines = text.splitlines()
-    assert all(line.isprintable() for line in lines), [l for l in lines if not l.isprintable()]
+    assert all(line.isprintable() for line in lines), [ln for ln in lines if not ln.isprintable()]
     assert "\\x1B[2J" in text and "\\xFF\\xFE" in text  # escaped, still there to read

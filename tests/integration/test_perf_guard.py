@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from helpers.server import ACTIVATE, QSMTP, children_of, free_port, wait_for
 
@@ -136,7 +137,7 @@ def _cold_start(srv) -> float:
         proc.wait(20)
         for pid in workers:
             wait_for(lambda: not os.path.exists(f"/proc/{pid}/stat")
-                     or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+                     or Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
                      5, what="worker gone")
 
 

@@ -174,7 +174,8 @@ def test_authenticated_mail_is_signed_and_verifies_on_the_way_in(server):
      'key = "/nonexistent/k.pem" }]\n', "plugins.dkim.sign: /nonexistent/k.pem"),
     ('[[plugins]]\nname = "dmarc"\n[[plugins]]\nname = "spf"\n',
      "list spf before dmarc"),
-    ('[[plugins]]\nname = "spf"\nfail_action = "bounce"\n', "plugins.spf.fail_action: must be one of"),
+    ('[[plugins]]\nname = "spf"\nfail_action = "bounce"\n',
+     "plugins.spf.fail_action: must be one of"),
 ])
 def test_bad_plugin_config_exits_78_with_one_line(tmp_path, plugins, reason):
     srv = Server(tmp_path, extra_toml=plugins)

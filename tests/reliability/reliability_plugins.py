@@ -5,6 +5,7 @@ names it, so one server can run good and bad sessions side by side."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -29,10 +30,8 @@ class Hang(Plugin):
         if local == "stubborn":
             end = time.monotonic() + 3600
             while time.monotonic() < end:
-                try:
+                with contextlib.suppress(BaseException):  # that is the point
                     time.sleep(3600)
-                except BaseException:  # noqa: BLE001 - that is the point
-                    pass
         return None
 
 

@@ -7,6 +7,7 @@ Everything here talks to real `qsmtp serve` processes over loopback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-import contextlib
 
 SOAK = os.environ.get("QSMTP_SOAK") == "1"
 HERE = Path(__file__).resolve().parent
@@ -175,8 +175,8 @@ def expected_stored(message: bytes) -> bytes:
 
 
 def strip_added(stored: bytes) -> tuple[bytes, dict]:
-    """Undo the storage transform (docs/REFERENCE.md "Storage"): Return-Path, Delivered-To lines, one
-    folded Received: header.  Returns (message part, what was stripped)."""
+    """Undo the storage transform (docs/REFERENCE.md "Storage"): Return-Path,
+    Delivered-To lines, one folded Received: header.  Returns (message part, what was stripped)."""
     lines = stored.split(b"\n")
     found = {"return_path": None, "delivered_to": [], "received": 0}
     assert lines[0].startswith(b"Return-Path: <"), lines[0][:80]

@@ -7,13 +7,13 @@ child_lifetime recycling."""
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import threading
 import time
 
 from helpers.server import alive, wait_for
 from reltools import TALLY, Raw, code, maildir_files, rss_kb, scale
-import contextlib
 
 PLUGINS = """
 [[plugins]]
@@ -129,7 +129,7 @@ def test_stubborn_hook_killed_by_heartbeat(fleet):
             client.reply()
             client.cmd("EHLO fault.test")
             client.cmd("MAIL FROM:<a@outside.test>")
-            busy = busy_pids(srv)
+            busy_pids(srv)
             client.send(b"RCPT TO:<stubborn@example.test>\r\n")
             t0 = time.monotonic()
             try:

@@ -7,6 +7,7 @@ shows no traceback and no worker dies.  >= 1,000 sessions in `make test`,
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -15,7 +16,6 @@ from hypothesis import strategies as st
 
 from helpers.server import alive
 from reltools import RELAY_TOML, TALLY, check_replies, log_problems, scale
-import contextlib
 
 SESSIONS = scale(1000, 10000)
 VERBS = [b"EHLO", b"HELO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"NOOP", b"QUIT",
@@ -42,7 +42,7 @@ body = st.lists(st.one_of(st.binary(max_size=200), st.sampled_from(SMUGGLE),
                 max_size=8).map(b"".join)
 data_block = st.builds(lambda b, end: b"DATA\r\n" + b + end, body,
                        st.sampled_from([b"\r\n.\r\n", b"", b".\r\n"]))
-burst = st.builds(lambda l, n: l * n, line, st.integers(5, 120))
+burst = st.builds(lambda ln, n: ln * n, line, st.integers(5, 120))
 chunk = st.one_of(line, line, line, data_block, burst)
 session = st.tuples(st.lists(chunk, min_size=1, max_size=12), st.booleans())
 

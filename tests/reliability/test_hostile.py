@@ -93,9 +93,9 @@ def test_tls_handshake_on_plain_port(server):
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with pytest.raises((ssl.SSLError, OSError)):
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.recv(100)
+    with (pytest.raises((ssl.SSLError, OSError)),
+          context.wrap_socket(raw, server_hostname="localhost") as tls):
+        tls.recv(100)
     raw.close()
     with start(server) as client:  # the service is fine
         assert code(client.cmd("NOOP")) == 250

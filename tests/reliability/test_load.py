@@ -6,6 +6,7 @@ flat.  Short: 20 clients x 20 s; soak: 50 clients x 10 min."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -29,7 +30,6 @@ from reltools import (
     sha,
     strip_added,
 )
-import contextlib
 
 KB, MB = 1024, 1024 * 1024
 # (weight, low, high): mostly small mail, a tail of big ones up to 5 MB

@@ -74,7 +74,7 @@ def test_worker_confined_registry_private(fleet, base):
     published = json.loads((srv.runtime_dir / "registry").read_text())
     assert (srv.runtime_dir / "registry").stat().st_mode & 0o022 == 0
     shm_id = published["shm_id"]
-    for line in open("/proc/sysvipc/shm").read().splitlines()[1:]:
+    for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]:
         fields = line.split()
         if fields[1] == str(shm_id):
             mode, uid = int(fields[2]) & 0o777, int(fields[7])

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -81,7 +82,7 @@ def deb_depends(deb: str) -> list[str]:
 def control_depends() -> list[str]:
     """The explicit Depends of packaging/debian/control (tests/system/
     test_units.py keeps them a superset of pyproject's dependencies)."""
-    text = open(os.path.join(REPO, "packaging", "debian", "control")).read()
+    text = Path(os.path.join(REPO, "packaging", "debian", "control")).read_text()
     field = text.split("\nPackage: qsmtp", 1)[1].split("\nDepends:", 1)[1]
     field = field.split("\nDescription:", 1)[0]
     return sorted(name.strip() for name in field.replace("\n", " ").split(",")

@@ -8,12 +8,12 @@ everything the container writes goes to RAM (--volatile=overlay).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import time
-import contextlib
 
 PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")

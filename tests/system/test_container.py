@@ -49,7 +49,8 @@ def _send_under(box, action: str, seconds: float = 8.0, during=None) -> dict:
     """Keep 3 clients sending for `seconds`, run `action` in the container
     after 2 s (then `during()`), return the sender's counts."""
     proc = box.popen_in_net([sys.executable, SENDER, "--seconds", str(seconds),
-                             "--threads", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--threads", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(2.0)
         box.run(action, timeout=60)
@@ -93,7 +94,8 @@ def test_socket_activation_and_swaks(container):
     assert owner == "qsmtp"
     # What tmpfiles.d/qsmtp.conf says is what the spool has: qsmtp only.
     modes = box.run("stat -c '%a %U:%G' /var/spool/qsmtp /var/spool/qsmtp/maildir "
-                    "/var/spool/qsmtp/maildir/new /var/spool/qsmtp/maildir/new/*").stdout.split("\n")
+                    "/var/spool/qsmtp/maildir/new "
+                    "/var/spool/qsmtp/maildir/new/*").stdout.split("\n")
     assert modes[:4] == ["750 qsmtp:qsmtp", "700 qsmtp:qsmtp", "700 qsmtp:qsmtp",
                          "600 qsmtp:qsmtp"], modes
 

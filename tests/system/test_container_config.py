@@ -73,8 +73,8 @@ def test_restart_with_broken_config_under_load(container):
     """The issue's reproduction: broken file + restart under a sending loop."""
     box = container
     proc = box.popen_in_net([sys.executable, SENDER, "--seconds", "14", "--threads", "3",
-                             "--events", "--retry-pause", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--events", "--retry-pause", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(2.0)
         _break(box)

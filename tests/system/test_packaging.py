@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -22,17 +23,17 @@ def sh(*argv: str) -> str:
 
 def kept_lintian_tags() -> set[str]:
     """The warnings packaging/README.md lists as kept, with the reason."""
-    text = open(os.path.join(REPO, "packaging", "README.md")).read()
+    text = Path(os.path.join(REPO, "packaging", "README.md")).read_text()
     return set(re.findall(r"^\| `([a-z0-9-]+)` \|", text, re.M))
 
 
 def test_lintian_reports_no_errors_and_only_documented_warnings(built_deb):
-    report = open(os.path.join(os.path.dirname(built_deb), "lintian.txt")).read()
+    report = Path(os.path.join(os.path.dirname(built_deb), "lintian.txt")).read_text()
     lines = [line for line in report.splitlines() if re.match(r"^[EWIXPO]: ", line)]
     assert not [line for line in lines if line.startswith("E: ")], report
     warned = {line.split()[2] for line in lines if line.startswith("W: ")}
-    assert warned <= kept_lintian_tags(), \
-        f"new lintian warnings, fix them or list them in packaging/README.md: {warned - kept_lintian_tags()}"
+    assert warned <= kept_lintian_tags(), ("new lintian warnings, fix them or list them in "
+                                           f"packaging/README.md: {warned - kept_lintian_tags()}")
 
 
 def test_deb_contents_and_conffile(built_deb):
@@ -112,7 +113,7 @@ def test_rpm_scriptlets(built_rpm):
 
 def kept_rpmlint_tags() -> set[str]:
     """The rpmlint warnings packaging/README.md lists as kept, with the reason."""
-    text = open(os.path.join(REPO, "packaging", "README.md")).read()
+    text = Path(os.path.join(REPO, "packaging", "README.md")).read_text()
     table = text.split("### rpmlint warnings kept", 1)[1].split("\n\n", 2)[1]
     return set(re.findall(r"^\| `([a-z0-9-]+)` \|", table, re.M))
 

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -75,7 +76,7 @@ def test_service_contract():
     grace = load(SHIPPED).server.grace
     assert seconds(svc["TimeoutStopSec"]) >= grace + 5
     # The fleet signals its workers and shares a SysV registry with qsmtpctl.
-    raw = open(os.path.join(UNITS, "qsmtp.service")).read()
+    raw = Path(os.path.join(UNITS, "qsmtp.service")).read_text()
     assert not re.search(r"^PrivateIPC=yes", raw, re.M)
     denied = " ".join(re.findall(r"^SystemCallFilter=~(.*)$", raw, re.M))
     assert not {"@ipc", "@signal", "@process", "kill"} & set(denied.split()), denied
@@ -89,9 +90,9 @@ def test_shipped_config_matches_the_unit_directories():
     assert config.server.state_dir == "/var/lib/" + svc["StateDirectory"]
     assert config.queue.path.startswith(svc["ReadWritePaths"] + "/")
     assert not config.server.user, "systemd starts it as qsmtp already"
-    tmpfiles = open(os.path.join(UNITS, "tmpfiles.d", "qsmtp.conf")).read()
+    tmpfiles = Path(os.path.join(UNITS, "tmpfiles.d", "qsmtp.conf")).read_text()
     assert re.search(rf"^d {re.escape(config.queue.path)}\s+0700 qsmtp qsmtp", tmpfiles, re.M)
-    sysusers = open(os.path.join(UNITS, "sysusers.d", "qsmtp.conf")).read()
+    sysusers = Path(os.path.join(UNITS, "sysusers.d", "qsmtp.conf")).read_text()
     assert re.search(r"^u qsmtp ", sysusers, re.M) and re.search(r"^g qsmtp ", sysusers, re.M)
 
 
@@ -100,7 +101,7 @@ def test_shipped_config_passes_config_check(tmp_path):
     # loads the plugins, which only check that the maildir can be created);
     # the file itself is checked in place inside the container
     # (test_container.py).
-    text = open(SHIPPED).read()
+    text = Path(SHIPPED).read_text()
     for path in ("/run/qsmtp", "/var/lib/qsmtp", "/var/spool/qsmtp/maildir"):
         assert f'"{path}"' in text, path
         text = text.replace(f'"{path}"', f'"{tmp_path}{path}"')
@@ -121,7 +122,7 @@ def test_shipped_config_is_no_open_relay():
 
 
 def _debian_name(requirement: str) -> str:
-    name = re.split(r"[=<>!~; \[]", requirement, 1)[0].lower().replace("_", "-")
+    name = re.split(r"[=<>!~; \[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
     special = {"systemd-python": "python3-systemd", "pyspf": "python3-spf",
                "dkimpy": "python3-dkim"}
     return special.get(name, "python3-" + name)
@@ -131,14 +132,14 @@ def test_every_runtime_dependency_is_a_debian_depends_and_rpm_requires():
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as handle:
         deps = tomllib.load(handle)["project"]["dependencies"]
     deps = [d for d in deps if "python_version < '3.11'" not in d.replace('"', "'")]
-    control = open(os.path.join(REPO, "packaging", "debian", "control")).read()
+    control = Path(os.path.join(REPO, "packaging", "debian", "control")).read_text()
     depends = control.split("\nPackage: qsmtp", 1)[1].split("\nDescription:", 1)[0]
-    spec = open(os.path.join(REPO, "packaging", "rpm", "qsmtp.spec")).read()
+    spec = Path(os.path.join(REPO, "packaging", "rpm", "qsmtp.spec")).read_text()
     for dep in deps:
         deb = _debian_name(dep)
         assert re.search(rf"\s{re.escape(deb)}(,|$)", depends, re.M), \
             f"{dep}: add {deb} to Depends in packaging/debian/control"
-        dist = re.split(r"[=<>!~; \[]", dep, 1)[0].lower().replace("_", "-")
+        dist = re.split(r"[=<>!~; \[]", dep, maxsplit=1)[0].lower().replace("_", "-")
         assert f"Requires:       python3dist({dist})" in spec, \
             f"{dep}: add Requires: python3dist({dist}) to packaging/rpm/qsmtp.spec"
 

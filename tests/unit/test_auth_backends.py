@@ -131,7 +131,8 @@ user, password, stamp, rest = data.split(b"\\0")
 with open({record!r}, "ab") as out:
     out.write(b"|".join([user, password, stamp, rest,
                          os.environ.get("TCPREMOTEIP", "").encode(),
-                         " ".join(sorted(os.environ)).encode(), " ".join(sys.argv[1:]).encode()]) + b"\\n")
+                         " ".join(sorted(os.environ)).encode(),
+                         " ".join(sys.argv[1:]).encode()]) + b"\\n")
 if user == b"slow":
     time.sleep(30)
 if user == b"temp":

@@ -120,7 +120,7 @@ def test_not_running_json_and_prometheus_still_answer(conf):
 def test_broken_config_warns_and_still_finds_the_instance(tmp_path, conf):
     # The runtime_dir is still read from a file that fails validation.
     broken = tmp_path / "broken.toml"
-    broken.write_text(open(conf).read().replace("children = 6", "children = 0"))
+    broken.write_text(Path(conf).read_text().replace("children = 6", "children = 0"))
     result = CliRunner(mix_stderr=False).invoke(cli, ["status", "--json", "-c", str(broken)])
     assert result.exit_code == 1, result.output
     assert json.loads(result.stdout)["running"] is False

@@ -105,7 +105,7 @@ greylisting black_timeout 60 grey_timeout 600 sender 1 recipient 0 db_dir /var/l
 sender_permitted_from reject 3
 dkim reject 1
 dmarc reject 0
-spamassassin reject_threshold 12 spamd_user spamd leave_old_headers drop spamd_socket /run/spamd.sock
+spamassassin reject_threshold 12 spamd_user spamd leave_old_headers drop spamd_socket /run/spamd.s
 virus/clamdscan clamd_socket 127.0.0.1:3310 max_size 2048 defer_on_error 0
 headers days 5 reject 0
 loop 40
@@ -146,7 +146,7 @@ def test_plugin_arguments_map_to_options_that_validate(tmp_path):
     assert plugins["spf"]["softfail_action"] == "denysoft"
     assert plugins["dmarc"]["reject_action"] == "note"
     assert plugins["spamassassin"]["reject_score"] == 12
-    assert plugins["spamassassin"]["address"] == "unix:/run/spamd.sock"
+    assert plugins["spamassassin"]["address"] == "unix:/run/spamd.s"
     assert plugins["spamassassin"]["old_headers"] == "drop"
     assert plugins["clamav"] == {"name": "clamav", "address": "127.0.0.1:3310",
                                  "max_size": 2048 * 1024, "on_error": "pass"}

@@ -21,12 +21,12 @@ def test_bind_v4_v6_with_default_port():
     port6 = free_port("::1")
     socks = listeners.bind_all([f"127.0.0.1:{port}", f"[::1]:{port6}"], 25)
     try:
-        assert [l.service for l in socks] == ["smtp", "smtp"]
+        assert [ln.service for ln in socks] == ["smtp", "smtp"]
         assert socks[0].address == f"127.0.0.1:{port}"
         assert socks[1].address == f"[::1]:{port6}"
         assert socks[0].sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
         assert socks[1].sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
-        assert not any(l.inherited for l in socks)
+        assert not any(ln.inherited for ln in socks)
     finally:
         listeners.close_all(socks)
     socks = listeners.bind_all(["127.0.0.1"], port)  # no port: --port's value
@@ -71,11 +71,11 @@ def test_inherited_sockets_keep_their_names(monkeypatch):
     monkeypatch.setattr(systemd, "listen_fds", lambda: dict(fds))
     try:
         socks = listeners.open_listeners(["127.0.0.1:1"], 25)
-        assert [(l.fileno(), l.service, l.inherited) for l in socks] == [
+        assert [(ln.fileno(), ln.service, ln.inherited) for ln in socks] == [
             (good.fileno(), "submission", True)]
         assert not_listening.fileno() != -1  # skipped, left alone
-        for l in socks:
-            l.sock.detach()  # the fds belong to `good` in this test
+        for ln in socks:
+            ln.sock.detach()  # the fds belong to `good` in this test
     finally:
         good.close()
         not_listening.close()

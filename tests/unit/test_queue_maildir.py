@@ -47,7 +47,7 @@ def test_file_layout_is_byte_exact(tmp_path):
     assert result is Result.OK
     files = os.listdir(tmp_path / "Maildir" / "new")
     assert len(files) == 1 and message == f"2.0.0 Ok: queued as {files[0]}"
-    assert re.fullmatch(r"\d+\.M\d+P%dQ\d+\.[^/:]+" % os.getpid(), files[0])
+    assert re.fullmatch(rf"\d+\.M\d+P{os.getpid()}Q\d+\.[^/:]+", files[0])
     data = (tmp_path / "Maildir" / "new" / files[0]).read_bytes()
     assert data == (b"Return-Path: <s@a.test>\n"
                     b"Delivered-To: <u@example.test>\n"
