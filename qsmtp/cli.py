@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -204,8 +204,7 @@ def _config_invalid(error: ConfigError, socks: list[Listener], config_path: str 
     if loaded is None:
         listeners.close_all(socks)
         sys.exit(EX_OK)
-    # ConfigInvalid hands back what its loader (_load) returned.
-    config, app = cast("tuple[Config, App]", loaded)
+    config, app = loaded
     _config, account = _checked(config_path, flags)
     log_mod.setup(debug=config.server.debug, quiet=config.server.quiet)
     return config, app, account
