@@ -27,7 +27,7 @@ import sysv_ipc
 
 from qsmtp import registry_admission as admission
 from qsmtp import registry_lock as lock
-from qsmtp import registry_published as published
+from qsmtp import registry_published as pubfile
 from qsmtp import sysvipc
 from qsmtp.registry_cleanup import StillRunning, clear_leftovers
 from qsmtp.registry_layout import (
@@ -52,12 +52,15 @@ from qsmtp.registry_layout import (
     RESERVED,
     S_HEARTBEAT,
     S_MATCH,
+    S_PID,
     S_SESSIONS,
     S_STATE,
     SERVICE_SIZE,
     SLOT,
     SLOT_SIZE,
     SUPERVISOR_STATES,
+    U32,
+    U64,
     VERSION,
     decode,
     encode_text,
@@ -93,7 +96,7 @@ class Registry:
                  runtime_dir: str, owner: bool, slots: int):
         self.shm, self.sem = shm, sem
         self.runtime_dir, self.owner, self.slots = runtime_dir, owner, slots
-        self.path = published.path(runtime_dir)
+        self.path = pubfile.path(runtime_dir)
         self._offsets = [HEADER_SIZE + i * SLOT_SIZE for i in range(slots)]
         self._removed = False
         self._recovery = lock.Recovery(self.worker_pids, self._count_recovery)
@@ -119,7 +122,7 @@ class Registry:
                     obj.gid = owner_gid
             reg = cls(shm, sem, runtime_dir, owner=True, slots=slots)
             reg._write_header(supervisor_pid, slots)
-            published.write(runtime_dir, {"key": shm.key, "shm_id": shm.id, "sem_id": sem.id,
+            pubfile.write(runtime_dir, {"key": shm.key, "shm_id": shm.id, "sem_id": sem.id,
                                           "pid": supervisor_pid, "version": VERSION,
                                           "slots": slots})
         except BaseException:
@@ -139,7 +142,7 @@ class Registry:
             # Our own key from the OS, not sysv_ipc's rand(): a forked process
             # shares that generator's state and would draw the same keys.
             key = secrets.randbelow(0x7FFFFFFE) + 1
-            published.write(runtime_dir, {"key": key, "pid": os.getpid(), "version": VERSION})
+            pubfile.write(runtime_dir, {"key": key, "pid": os.getpid(), "version": VERSION})
             try:
                 shm = sysv_ipc.SharedMemory(key, sysv_ipc.IPC_CREX, mode=mode, size=size,
                                             init_character=b"\0")
@@ -168,8 +171,8 @@ class Registry:
             return
         self._removed = True
         with contextlib.suppress(PermissionError):
-            if published.names(self.runtime_dir, self.shm.id):
-                published.unlink(self.runtime_dir)
+            if pubfile.names(self.runtime_dir, self.shm.id):
+                pubfile.unlink(self.runtime_dir)
         with contextlib.suppress(sysv_ipc.Error):
             self.shm.remove()
         if self.sem is not None:
@@ -191,9 +194,9 @@ class Registry:
     # ---- readers -------------------------------------------------------------
     @classmethod
     def attach(cls, runtime_dir: str, *, writable: bool = False) -> Registry:
-        path = published.path(runtime_dir)
+        path = pubfile.path(runtime_dir)
         try:
-            data = published.read(runtime_dir)
+            data = pubfile.read(runtime_dir)
         except PermissionError:
             raise RegistryPermissionError(path, _group_name(_dir_gid(runtime_dir))) from None
         if data is None:
@@ -219,7 +222,7 @@ class Registry:
     def exists(self) -> bool:
         """False once the supervisor removed the segment (or it was replaced)."""
         try:
-            named = published.names(self.runtime_dir, self.shm.id)
+            named = pubfile.names(self.runtime_dir, self.shm.id)
         except PermissionError:
             return True
         return named and sysvipc.gid("shm", self.shm.id) is not None
@@ -234,7 +237,7 @@ class Registry:
         lock.clamp(self.sem)
 
     def _count_recovery(self) -> None:
-        count = struct.unpack("<I", self.shm.read(4, H_LOCKREC))[0]
+        count = U32.unpack(self.shm.read(U32.size, H_LOCKREC))[0]
         self.shm.write(PACK_I(count + 1), H_LOCKREC)
 
     # ---- supervisor side -------------------------------------------------------
@@ -281,18 +284,18 @@ class Registry:
         """Owner: add to the published file what the fixed-size header cannot
         hold (the whole reload reason, the config file, why it is invalid)."""
         try:
-            data = published.read(self.runtime_dir)
+            data = pubfile.read(self.runtime_dir)
             if not data or data.get("shm_id") != self.shm.id:
                 return
             data.update(info)
-            published.write(self.runtime_dir, data)
+            pubfile.write(self.runtime_dir, data)
         except OSError as exc:  # status detail only: never worth failing over
             log.warning("cannot update %s: %s", self.path, exc)
 
     def published(self) -> dict[str, Any]:
         """Reader: the published file of this registry ({} if replaced)."""
         try:
-            data = published.read(self.runtime_dir)
+            data = pubfile.read(self.runtime_dir)
         except OSError:
             return {}
         return data if data and data.get("shm_id") == self.shm.id else {}
@@ -307,7 +310,7 @@ class Registry:
 
     def worker_pids(self) -> list[int]:
         raw = self.shm.read(self.slots * SLOT_SIZE, HEADER_SIZE)
-        return [pid for (pid,) in (struct.unpack_from("<I", raw, i * SLOT_SIZE)
+        return [pid for (pid,) in (U32.unpack_from(raw, i * SLOT_SIZE + S_PID)
                                    for i in range(self.slots)) if pid]
 
     # ---- worker side -------------------------------------------------------------
@@ -333,7 +336,7 @@ class Registry:
         with self._locked():
             self.shm.write(PACK_I(sessions_served), offset + S_SESSIONS)
             self.shm.write(idle, offset + S_MATCH)
-            total = struct.unpack("<Q", self.shm.read(8, H_SESSIONS))[0]
+            total = U64.unpack(self.shm.read(U64.size, H_SESSIONS))[0]
             self.shm.write(PACK_Q(total + 1), H_SESSIONS)
 
     def heartbeat(self, index: int, now: float | None = None) -> None:

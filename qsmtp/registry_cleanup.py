@@ -21,7 +21,7 @@ from typing import Any
 
 import sysv_ipc
 
-from qsmtp import registry_published as published
+from qsmtp import registry_published as pubfile
 from qsmtp import sysvipc
 from qsmtp.pidfile import alive as pid_alive
 from qsmtp.registry_layout import (
@@ -63,12 +63,12 @@ def _running(pid: int) -> bool:
 
 def _remove_stale(runtime_dir: str) -> None:
     """Remove what a crashed run left, or refuse if that run is alive."""
-    data = published.read(runtime_dir)
+    data = pubfile.read(runtime_dir)
     if data is None:
         return
     if "shm_id" not in data:  # only the key: a creation that was interrupted
         _remove_half_created(data.get("key"))
-        published.unlink(runtime_dir)
+        pubfile.unlink(runtime_dir)
         return
     pid = int(data.get("pid", 0))
     head = _header(data)
@@ -82,7 +82,7 @@ def _remove_stale(runtime_dir: str) -> None:
             sem = sysv_ipc.Semaphore(int(data["key"]))
             if sem.id == data.get("sem_id"):
                 sem.remove()
-    published.unlink(runtime_dir)
+    pubfile.unlink(runtime_dir)
 
 
 def _header(data: dict[str, Any]) -> bytes | None:

@@ -95,9 +95,10 @@ SERVICE_SIZE = struct.calcsize(_S["service"][1])
 PEER_SIZE = struct.calcsize(_S["peer"][1])
 # state + family + peer: what the per-IP count compares (registry_admission.py)
 S_MATCH, MATCH_SIZE = S_STATE, S_SERVICE - S_STATE
-PACK_D = struct.Struct("<d").pack
-PACK_I = struct.Struct("<I").pack
-PACK_Q = struct.Struct("<Q").pack
+S_PID = _S["pid"][0]
+# The field types single-field reads and writes use.
+U32, U64, F64 = struct.Struct("<I"), struct.Struct("<Q"), struct.Struct("<d")
+PACK_D, PACK_I, PACK_Q = F64.pack, U32.pack, U64.pack
 
 
 def instance_id(runtime_dir: str) -> bytes:
@@ -110,11 +111,11 @@ def instance_id(runtime_dir: str) -> bytes:
 
 def header_pid(head: bytes) -> int:
     """The supervisor pid of a header (at least HEADER_SIZE bytes)."""
-    return int(struct.unpack_from("<I", head, H_PID)[0])
+    return int(U32.unpack_from(head, H_PID)[0])
 
 
 def header_slots(head: bytes) -> int:
-    return int(struct.unpack_from("<I", head, H_SLOTS)[0])
+    return int(U32.unpack_from(head, H_SLOTS)[0])
 
 
 def plain_ip(ip: str) -> str:
