@@ -12,7 +12,7 @@ unknown or ill-typed options fail at load time.
         '''Says hello in the logs.'''
         options = {"greeting": Option(str, "hi", "what to log")}
 
-        def hook_helo(self, session, host):
+        def hook_helo(self, session: Session, host: str) -> HookReturn:
             session.notes["greeted"] = self.opts.greeting
             return Result.DECLINED
 """
@@ -25,7 +25,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qsmtp.config import Config
+    from qsmtp.smtp.message import MessageBody
+    from qsmtp.smtp.state import Session, Transaction
+
 
 
 class Result(enum.Enum):
@@ -70,6 +76,25 @@ class HookResult:
 
 
 DECLINED_RESULT = HookResult(Result.DECLINED)
+
+# What a hook may return (HookResult.of normalises it).
+HookReturn = Result | tuple[Result, str | None] | HookResult | None
+
+
+def transaction_of(session: Session) -> Transaction:
+    """The current transaction, for the hooks that run inside one (mail to
+    queue_post, where the engine always has one)."""
+    txn = session.transaction
+    if txn is None:
+        raise RuntimeError(f"session {session.id}: no transaction at this stage")
+    return txn
+
+
+def body_of(txn: Transaction) -> MessageBody:
+    """The received message, for the hooks that run after DATA."""
+    if txn.body is None:
+        raise RuntimeError(f"transaction {txn.id}: no message yet")
+    return txn.body
 
 # Hook name -> the arguments passed after `session`, in firing order.
 # Every hook is called as `plugin.hook_<name>(session, *args)`; the current
@@ -129,7 +154,7 @@ class Plugin:
     name: str = ""
     options: Mapping[str, Option] = {}
 
-    def __init__(self, config: Any, name: str, options: Mapping[str, Any]):
+    def __init__(self, config: Config, name: str, options: Mapping[str, Any]):
         self.config = config
         self.name = name
         self.log = logging.getLogger(f"qsmtp.plugin.{name}")

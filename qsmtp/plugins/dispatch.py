@@ -24,9 +24,14 @@ import threading
 import time
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsmtp.plugins.api import DECLINED_RESULT, HOOKS, HookResult, Plugin, PluginError, Result
+
+if TYPE_CHECKING:
+    from qsmtp.config import Config
+    from qsmtp.smtp.state import Session
+
 
 log = logging.getLogger("qsmtp.plugins")
 
@@ -67,7 +72,7 @@ class Dispatcher:
 
     # -- loading ---------------------------------------------------------
     @classmethod
-    def load(cls, config: Any) -> Dispatcher:
+    def load(cls, config: Config) -> Dispatcher:
         """Instantiate every plugin (their setup() runs here). Raises PluginError."""
         entries = [(e["name"], {k: v for k, v in e.items() if k != "name"})
                    for e in config.plugins]
@@ -88,7 +93,7 @@ class Dispatcher:
         return hook in self._hooks
 
     # -- running ---------------------------------------------------------
-    def run(self, hook: str, session: Any, *args: Any) -> HookResult:
+    def run(self, hook: str, session: Session, *args: Any) -> HookResult:
         """Call `hook_<hook>(session, *args)` on each plugin in order; the
         first result other than DECLINED wins. Never raises for plugin bugs."""
         calls = self._hooks.get(hook)
@@ -107,7 +112,7 @@ class Dispatcher:
             alarm.restore()
             self._armed = False
 
-    def _run_calls(self, calls: tuple[Call, ...], hook: str, session: Any,
+    def _run_calls(self, calls: tuple[Call, ...], hook: str, session: Session,
                    args: tuple, alarm: _Alarm | None) -> HookResult:
         for name, method in calls:
             result = self._call_one(name, method, hook, session, args, alarm)
@@ -116,7 +121,7 @@ class Dispatcher:
                 return result
         return DECLINED_RESULT
 
-    def _call_one(self, name: str, method: Callable[..., Any], hook: str, session: Any,
+    def _call_one(self, name: str, method: Callable[..., Any], hook: str, session: Session,
                   args: tuple, alarm: _Alarm | None) -> HookResult:
         try:
             if alarm is None:
@@ -193,7 +198,7 @@ class _Alarm:
             raise HookTimeout()
 
 
-def _sid(session: Any) -> str:
+def _sid(session: Session) -> str:
     return getattr(session, "id", None) or "-"
 
 
@@ -250,7 +255,7 @@ def plugin_class(name: str) -> type[Plugin]:
     return found
 
 
-def instantiate(name: str, options: dict[str, Any], config: Any) -> Plugin:
+def instantiate(name: str, options: dict[str, Any], config: Config) -> Plugin:
     cls = plugin_class(name)
     try:
         return cls(config, name, options)

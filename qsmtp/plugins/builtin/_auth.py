@@ -22,9 +22,13 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import DECLINED, DENY, DENYSOFT, OK, Plugin
+from qsmtp.plugins.api import DECLINED, DENY, DENYSOFT, OK, HookReturn, Plugin
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 DEFAULT_LN, DEFAULT_R, DEFAULT_P = 15, 8, 1
 SALT_BYTES, KEY_BYTES = 16, 32
@@ -133,7 +137,7 @@ class AuthBackend(Plugin):
 
     MECHANISMS = ("PLAIN", "LOGIN")
 
-    def hook_auth(self, session: Any, mechanism: str, user: str, secret: str):
+    def hook_auth(self, session: Session, mechanism: str, user: str, secret: str) -> HookReturn:
         if mechanism not in self.MECHANISMS:
             return DECLINED
         try:
@@ -146,5 +150,5 @@ class AuthBackend(Plugin):
             return DECLINED
         return OK if verdict else DENY
 
-    def check(self, session: Any, user: str, password: str) -> bool | None:
+    def check(self, session: Session, user: str, password: str) -> bool | None:
         raise NotImplementedError

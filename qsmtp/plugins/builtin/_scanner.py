@@ -13,9 +13,21 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import DECLINED, DENYSOFT, Option, Plugin, PluginError
+from qsmtp.plugins.api import (
+    DECLINED,
+    DENYSOFT,
+    Option,
+    Plugin,
+    PluginError,
+    body_of,
+    transaction_of,
+)
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session, Transaction
+
 
 ON_ERROR = ("defer", "pass")
 SEND_CHUNK = 1 << 16
@@ -129,32 +141,32 @@ class Connection:
         self.close()
 
 
-def message_size(txn: Any) -> int:
-    return sum(len(line) + 1 for line in _added(txn)) + txn.body.size
+def message_size(txn: Transaction) -> int:
+    return sum(len(line) + 1 for line in _added(txn)) + body_of(txn).size
 
 
-def message_chunks(txn: Any) -> Iterator[bytes | memoryview]:
+def message_chunks(txn: Transaction) -> Iterator[bytes | memoryview]:
     """The message as it will be queued so far (headers other plugins added
     first, then the received message), LF line ends, in bounded pieces: a
     spooled body is read from its file 64 KiB at a time."""
     head = b"".join(line + b"\n" for line in _added(txn))
     if head:
         yield head
-    for chunk in txn.body.iter_chunks():
+    for chunk in body_of(txn).iter_chunks():
         view = memoryview(chunk)
         for start in range(0, len(view), SEND_CHUNK):
             yield view[start:start + SEND_CHUNK]
 
 
-def _added(txn: Any) -> list[bytes]:
+def _added(txn: Transaction) -> list[bytes]:
     return [h.encode("utf-8", "surrogateescape") for h in getattr(txn, "added_headers", [])]
 
 
-def unavailable(plugin: Any, session: Any, problem: str) -> Any:
+def unavailable(plugin: Any, session: Session, problem: str) -> Any:
     """The scanner could not give a verdict: 451 or pass, per `on_error`."""
     plugin.log.error("session %s: %s %s (%s)", session.id, plugin.name, problem,
                      "deferring" if plugin.opts.on_error == "defer" else "passing unscanned")
-    session.transaction.notes[plugin.name] = {"error": problem}
+    transaction_of(session).notes[plugin.name] = {"error": problem}
     if plugin.opts.on_error == "defer":
         return DENYSOFT, TEMPFAIL_TEXT
     return DECLINED

@@ -20,10 +20,14 @@ import email.policy
 import email.utils
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
 from qsmtp.plugins.api import Option, PluginError
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session, Transaction
+
 
 AUTHRES_OPTIONS = {
     "authserv_id": Option(str, "", "authserv-id in Authentication-Results; '' = server.me"),
@@ -65,7 +69,7 @@ def authserv_id(plugin: Any) -> str:
     return plugin.opts.authserv_id or plugin.config.server.me
 
 
-def add_result(txn: Any, authserv: str, result: Any) -> None:
+def add_result(txn: Transaction, authserv: str, result: Any) -> None:
     """Add one authres result clause to the transaction's single
     Authentication-Results header (rebuilt in place in txn.added_headers, so
     spf, dkim and dmarc share one header, as RFC 8601 intends)."""
@@ -86,7 +90,7 @@ def add_result(txn: Any, authserv: str, result: Any) -> None:
     txn.notes["authres_line"] = line
 
 
-def skipped(session: Any) -> bool:
+def skipped(session: Session) -> bool:
     """Mail the sender-auth checks leave alone: our own users and relay
     clients (their mail is outbound), whitelisted hosts."""
     return bool(session.auth_user or session.relay_client

@@ -31,10 +31,14 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qsmtp.plugins.api import Option, PluginError
 from qsmtp.plugins.builtin._auth import AuthBackend, TempFail
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 # The child gets the credentials on fd 3: the shell moves its stdin (our
 # pipe) there and reopens stdin on /dev/null before exec - no preexec_fn.
@@ -64,7 +68,7 @@ class AuthCheckpassword(AuthBackend):
             raise PluginError(self.name, "timeout", "must be above 0 and below "
                               f"server.hook_timeout ({self.config.server.hook_timeout})")
 
-    def check(self, session: Any, user: str, password: str) -> bool | None:
+    def check(self, session: Session, user: str, password: str) -> bool | None:
         payload = b"%s\0%s\0%d\0" % (user.encode("utf-8"), password.encode("utf-8"),
                                      int(time.time()))
         code = self._run(session, payload)
@@ -74,7 +78,7 @@ class AuthCheckpassword(AuthBackend):
             return False
         raise TempFail(f"{self.opts.program} exited with {code}")
 
-    def _run(self, session: Any, payload: bytes) -> int:
+    def _run(self, session: Session, payload: bytes) -> int:
         env = dict(getattr(session, "env", {}), PATH=os.environ.get("PATH", "/usr/bin:/bin"))
         read_end, write_end = os.pipe()
         try:

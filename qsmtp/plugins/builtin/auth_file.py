@@ -36,7 +36,7 @@ file's clear-text passwords are not read).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qsmtp.plugins.api import Option, PluginError
 from qsmtp.plugins.builtin._auth import (
@@ -48,6 +48,10 @@ from qsmtp.plugins.builtin._auth import (
     hash_password,
     parse_passwd,
 )
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 
 class AuthFile(AuthBackend):
@@ -94,7 +98,7 @@ class AuthFile(AuthBackend):
         except (OSError, UnicodeDecodeError) as exc:
             raise TempFail(f"cannot read {self.opts.path}: {exc}") from None
 
-    def check(self, session: Any, user: str, password: str) -> bool | None:
+    def check(self, session: Session, user: str, password: str) -> bool | None:
         self._refresh()
         stored = self.users.get(user)
         if stored is None:

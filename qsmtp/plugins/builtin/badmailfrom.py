@@ -27,11 +27,15 @@ config/badmailfrom_patterns -> `patterns`; `reject` + `reject_type` -> `action`.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 
 class AddressList:
@@ -110,7 +114,7 @@ class Badmailfrom(Plugin):
         self.list = AddressList(self.name, self.opts.entries, self.opts.patterns,
                                 self.opts.file)
 
-    def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
+    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
         if sender is None or sender.is_null or session.transaction is None:
             return None
         matched, message = self.list.match(sender)
@@ -119,7 +123,7 @@ class Badmailfrom(Plugin):
             self.log.info("session %s: sender %s is in badmailfrom", session.id, sender)
         return None
 
-    def hook_rcpt(self, session: Any, recipient: Any, params: Any) -> Any:
+    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
         txn = session.transaction
         message = txn.notes.get("badmailfrom") if txn is not None else None
         if message is None:

@@ -19,11 +19,15 @@ and config/badrcptto_patterns -> `patterns`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
 from qsmtp.plugins.builtin.badmailfrom import AddressList
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 
 class Badrcptto(Plugin):
@@ -45,7 +49,7 @@ class Badrcptto(Plugin):
         except (KeyError, IndexError, ValueError) as exc:
             raise PluginError(self.name, "message", f"bad placeholder: {exc}") from None
 
-    def hook_rcpt(self, session: Any, recipient: Any, params: Any) -> Any:
+    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
         matched, message = self.list.match(recipient)
         if not matched:
             return None

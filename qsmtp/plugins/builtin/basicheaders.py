@@ -34,10 +34,14 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import DECLINED, Option, Plugin, PluginError
+from qsmtp.plugins.api import DECLINED, HookReturn, Option, Plugin, PluginError
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 DAY = 86400
 
@@ -62,7 +66,7 @@ class BasicHeaders(Plugin):
             if getattr(self.opts, key) < 0:
                 raise PluginError(self.name, key, "must be >= 0")
 
-    def hook_data_headers_end(self, session: Any) -> Any:
+    def hook_data_headers_end(self, session: Session) -> HookReturn:
         txn = session.transaction
         if (txn is None or txn.body is None or session.relay_client or session.auth_user
                 or trusted(session)):

@@ -36,10 +36,14 @@ only behaviour; `defer_on_error 1|0` -> `on_error = "defer"|"pass"`.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import DECLINED, DENY, HookResult, Option
+from qsmtp.plugins.api import DECLINED, DENY, HookResult, HookReturn, Option, transaction_of
 from qsmtp.plugins.builtin import _scanner
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session, Transaction
+
 
 REPLY_LIMIT = 4096
 _END = struct.pack("!I", 0)
@@ -64,8 +68,8 @@ class ClamAV(_scanner.Scanner):
     def setup(self) -> None:
         _scanner.check_common(self)
 
-    def hook_data_post(self, session: Any) -> Any:
-        txn = session.transaction
+    def hook_data_post(self, session: Session) -> HookReturn:
+        txn = transaction_of(session)
         if txn.body is None:
             return DECLINED
         size = _scanner.message_size(txn)
@@ -89,12 +93,12 @@ class ClamAV(_scanner.Scanner):
             txn.prepend_header("X-Virus-Checked", f"Checked by ClamAV on {self.config.server.me}")
         return DECLINED
 
-    def unscanned(self, session: Any, txn: Any, why: str) -> Any:
+    def unscanned(self, session: Session, txn: Transaction, why: str) -> Any:
         self.log.warning("session %s: %s not scanned: %s", session.id, txn.id, why)
         txn.notes[self.name] = {"skipped": why}
         return DECLINED
 
-    def scan(self, txn: Any) -> str | None:
+    def scan(self, txn: Transaction) -> str | None:
         """The signature name clamd found, or None when clean."""
         with _scanner.Connection(self.family, self.sockaddr, self.opts.timeout) as conn:
             conn.send(b"zINSTREAM\0")

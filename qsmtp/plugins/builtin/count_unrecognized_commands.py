@@ -14,10 +14,14 @@ qpsmtpd mapping: `count_unrecognized_commands 4` -> `count = 4`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import DENYSOFT_DISCONNECT, Option, Plugin
+from qsmtp.plugins.api import DENYSOFT_DISCONNECT, HookReturn, Option, Plugin
 from qsmtp.plugins.builtin.naughty import adjust_karma
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 NOTE = "unrec_cmd_count"
 
@@ -28,7 +32,7 @@ class CountUnrecognizedCommands(Plugin):
     options = {"count": Option(int, 4, "unknown verbs before disconnecting",
                                 bounds=(1, 1000))}
 
-    def hook_unrecognized_command(self, session: Any, verb: str, argument: Any) -> Any:
+    def hook_unrecognized_command(self, session: Session, verb: str, argument: Any) -> HookReturn:
         seen = session.notes.get(NOTE, 0) + 1
         session.notes[NOTE] = seen
         self.log.info("session %s: unrecognized command %r (%d)", session.id, verb, seen)

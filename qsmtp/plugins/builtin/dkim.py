@@ -39,10 +39,10 @@ Signing (qpsmtpd had none built in; config/dkim/<domain>/selector,private)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError, body_of
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin._sender_auth import (
     AUTHRES_OPTIONS,
@@ -55,6 +55,10 @@ from qsmtp.plugins.builtin._sender_auth import (
     skipped,
 )
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session, Transaction
+
 
 SIGN_HEADERS = ["from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",
                 "mime-version", "content-type", "content-transfer-encoding",
@@ -119,7 +123,7 @@ class Dkim(Plugin):
         return {"domain": domain, "selector": entry["selector"],
                 "pem": pem}
 
-    def hook_data_post(self, session: Any) -> Any:
+    def hook_data_post(self, session: Session) -> HookReturn:
         txn = session.transaction
         if txn is None or txn.body is None:
             return None
@@ -132,7 +136,7 @@ class Dkim(Plugin):
         return self.decide(session, verdicts)
 
     # -- signing ---------------------------------------------------------------
-    def sign(self, session: Any, txn: Any) -> None:
+    def sign(self, session: Session, txn: Transaction) -> None:
         import dkim
         headers = parse_headers(txn.body)
         from_domain = from_domain_of(headers)
@@ -160,7 +164,7 @@ class Dkim(Plugin):
                       key["selector"])
 
     # -- verifying ---------------------------------------------------------------
-    def verify(self, session: Any, txn: Any) -> list[DkimVerdict]:
+    def verify(self, session: Session, txn: Transaction) -> list[DkimVerdict]:
         import authres
         import authres.dkim_b
         import dkim
@@ -169,7 +173,7 @@ class Dkim(Plugin):
             checker = dkim.DKIM(_wire(txn.body), logger=self.log,
                                 timeout=self.opts.dns_timeout)
         except dkim.DKIMException as exc:  # a header section dkimpy can't parse
-            signed = b"dkim-signature:" in txn.body.header_block.lower()
+            signed = b"dkim-signature:" in body_of(txn).header_block.lower()
             txn.notes["dkim"] = [DkimVerdict("permerror", "", reason=_reason(exc))] \
                 if signed else []
             add_result(txn, serv, authres.DKIMAuthenticationResult(
@@ -227,7 +231,7 @@ class Dkim(Plugin):
         verdict.b = "".join(_text(fields.get(b"b")).split())[:8]
         return verdict
 
-    def decide(self, session: Any, verdicts: list[DkimVerdict]) -> Any:
+    def decide(self, session: Session, verdicts: list[DkimVerdict]) -> Any:
         results = {v.result for v in verdicts}
         if "pass" in results or not results:
             return None

@@ -43,9 +43,9 @@ qpsmtpd mapping: `dmarc reject 1` -> `reject_action = "deny"`; `reject 0`
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin._sender_auth import (
     AUTHRES_OPTIONS,
@@ -60,6 +60,10 @@ from qsmtp.plugins.builtin._sender_auth import (
     skipped,
 )
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session, Transaction
+
 
 POLICIES = ("none", "quarantine", "reject")
 MILDER = {"reject": "quarantine", "quarantine": "none", "none": "none"}
@@ -141,7 +145,7 @@ class Dmarc(Plugin):
         if not {"spf", "dkim"} & set(names[:here]):
             self.log.warning("dmarc without spf or dkim before it: nothing can align")
 
-    def hook_data_post(self, session: Any) -> Any:
+    def hook_data_post(self, session: Session) -> HookReturn:
         txn = session.transaction
         if txn is None or txn.body is None or skipped(session):
             return None
@@ -161,7 +165,7 @@ class Dmarc(Plugin):
         perm = "5.7.26" if verdict.result == "fail" else "5.7.1"
         return act(session, self, action, coded(action, perm, "4.7.1", text))
 
-    def evaluate(self, session: Any, txn: Any) -> tuple[DmarcVerdict, str | None]:
+    def evaluate(self, session: Session, txn: Transaction) -> tuple[DmarcVerdict, str | None]:
         from_domain = from_domain_of(parse_headers(txn.body))
         if not from_domain:
             verdict = DmarcVerdict("permerror", "", reasons=["no single From: address"])
@@ -202,7 +206,7 @@ class Dmarc(Plugin):
                 return policy
         raise _NoPolicy()
 
-    def aligned(self, txn: Any, from_domain: str, policy: Policy) -> list[str]:
+    def aligned(self, txn: Transaction, from_domain: str, policy: Policy) -> list[str]:
         """The authenticated identifiers aligned with From: (empty: fail)."""
         found = []
         spf = txn.notes.get("spf")
@@ -215,7 +219,7 @@ class Dmarc(Plugin):
                 found.append(f"dkim d={dkim.domain}")
         return found
 
-    def record(self, txn: Any, verdict: DmarcVerdict) -> None:
+    def record(self, txn: Transaction, verdict: DmarcVerdict) -> None:
         import authres.dmarc
         comment = None
         if verdict.result in ("pass", "fail"):

@@ -30,11 +30,15 @@ perm|temp|disconnect` -> `action = deny|note|naughty|denysoft|deny_disconnect`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 EXEMPT_LOCALS = ("postmaster", "abuse")
 
@@ -69,7 +73,7 @@ class Dnsbl(Plugin):
             return None
         return _dns.check_zones(self.resolver, prefix, self.zones, self.log)
 
-    def hook_connect(self, session: Any) -> Any:
+    def hook_connect(self, session: Session) -> HookReturn:
         ip = session.conn.peer_ip
         if trusted(session) or _dns.ip_in(ip, self.allow):
             return None
@@ -83,15 +87,15 @@ class Dnsbl(Plugin):
             return self.refuse(session, listing)
         return None
 
-    def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
+    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
         return self._at(session, "mail")
 
-    def hook_rcpt(self, session: Any, recipient: Any, params: Any) -> Any:
+    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
         if recipient.local_unquoted.lower() in EXEMPT_LOCALS:
             return None
         return self._at(session, "rcpt")
 
-    def _at(self, session: Any, stage: str) -> Any:
+    def _at(self, session: Session, stage: str) -> Any:
         listing = session.notes.get("dnsbl")
         if (listing is None or self.opts.stage != stage or trusted(session)
                 or listing.zone.action in ("naughty", "note")
@@ -99,7 +103,7 @@ class Dnsbl(Plugin):
             return None
         return self.refuse(session, listing)
 
-    def refuse(self, session: Any, listing: _dns.Listing) -> Any:
+    def refuse(self, session: Session, listing: _dns.Listing) -> Any:
         template = listing.zone.message or self.opts.message
         text = template.format(ip=session.conn.peer_ip, zone=listing.zone.zone,
                                txt=f": {listing.txt}" if listing.txt else "")

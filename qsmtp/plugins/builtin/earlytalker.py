@@ -28,10 +28,14 @@ qpsmtpd mapping: `wait N` -> `wait`; `defer-reject 1` -> `defer_reject = true`;
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 NOTE = "earlytalker"
 
@@ -55,10 +59,10 @@ class Earlytalker(Plugin):
             raise PluginError(self.name, "wait",
                               f"must be >= 0 and below server.hook_timeout ({budget})")
 
-    def _talked(self, session: Any) -> bool:
+    def _talked(self, session: Session) -> bool:
         return bool(session.peek_early_talk(self.opts.wait))
 
-    def _check(self, session: Any, message: str) -> Any:
+    def _check(self, session: Session, message: str) -> Any:
         if trusted(session) or not self._talked(session):
             return None
         session.notes[NOTE] = message
@@ -67,17 +71,17 @@ class Earlytalker(Plugin):
             return None
         return act(session, self, self.opts.action, message)
 
-    def hook_connect(self, session: Any) -> Any:
+    def hook_connect(self, session: Session) -> HookReturn:
         if self.opts.check_at != "connect":
             return None
         return self._check(session, self.opts.message)
 
-    def hook_data(self, session: Any) -> Any:
+    def hook_data(self, session: Session) -> HookReturn:
         if self.opts.check_at != "data":
             return None
         return self._check(session, "Client started transmitting before the 354 reply")
 
-    def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
+    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
         message = session.notes.get(NOTE)
         if not (message and self.opts.defer_reject) or self.opts.action == "naughty":
             return None

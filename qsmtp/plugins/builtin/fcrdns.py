@@ -26,11 +26,15 @@ qpsmtpd's `has_reverse_dns` note -> `session.notes["reverse_dns"]`.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import Option, Plugin
+from qsmtp.plugins.api import HookReturn, Option, Plugin
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 
 class Fcrdns(Plugin):
@@ -58,7 +62,7 @@ class Fcrdns(Plugin):
                     return names, name
         return names, None
 
-    def hook_connect(self, session: Any) -> Any:
+    def hook_connect(self, session: Session) -> HookReturn:
         if trusted(session):
             return None
         try:
@@ -73,14 +77,14 @@ class Fcrdns(Plugin):
             session.remote_host = confirmed
         return None
 
-    def passed(self, session: Any) -> bool:
+    def passed(self, session: Session) -> bool:
         if session.notes.get("fcrdns_tempfail"):
             return True
         if self.opts.require == "ptr":
             return bool(session.notes.get("reverse_dns"))
         return bool(session.notes.get("fcrdns"))
 
-    def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
+    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
         if (trusted(session) or session.relay_client or session.auth_user
                 or "fcrdns" not in session.notes or session.notes.get("fcrdns_acted")):
             return None

@@ -48,13 +48,17 @@ import hashlib
 import ipaddress
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import DENYSOFT, Option, Plugin, PluginError
+from qsmtp.plugins.api import DENYSOFT, HookReturn, Option, Plugin, PluginError, transaction_of
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.badmailfrom import AddressList
 from qsmtp.plugins.builtin.naughty import trusted
 from qsmtp.state import GreyRules, StateUnavailable, grey_store, sqlite_path
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 MESSAGE = "4.7.1 This mail is temporarily denied (greylisted), please try again later"
 PURGE_CHANCE = 0.01
@@ -114,7 +118,7 @@ class Greylisting(Plugin):
         return passed
 
     # -- hooks -----------------------------------------------------------
-    def key(self, session: Any, recipient: Any) -> str:
+    def key(self, session: Session, recipient: Any) -> str:
         parts = []
         if self.opts.remote_ip:
             parts.append(self._client(session.conn.peer_ip))
@@ -132,7 +136,7 @@ class Greylisting(Plugin):
             return str(ipaddress.ip_network(f"{ip}/{self.opts.ipv4_prefix}", strict=False))
         return str(addr)
 
-    def exempt(self, session: Any, recipient: Any) -> bool:
+    def exempt(self, session: Session, recipient: Any) -> bool:
         if (self.opts.mode == "off" or trusted(session) or session.relay_client
                 or session.auth_user or _dns.ip_in(session.conn.peer_ip, self.nets)):
             return True
@@ -141,7 +145,7 @@ class Greylisting(Plugin):
             return True
         return self.rcpts.match(recipient)[0]
 
-    def hook_rcpt(self, session: Any, recipient: Any, params: Any) -> Any:
+    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
         if self.exempt(session, recipient):
             return None
         try:
@@ -156,11 +160,11 @@ class Greylisting(Plugin):
         if self.opts.mode == "testonly":
             return None
         if self.opts.deny_late:
-            session.transaction.notes["greylisted"] = True
+            transaction_of(session).notes["greylisted"] = True
             return None
         return DENYSOFT, MESSAGE
 
-    def hook_data(self, session: Any) -> Any:
+    def hook_data(self, session: Session) -> HookReturn:
         txn = session.transaction
         if txn is not None and txn.notes.get("greylisted"):
             return DENYSOFT, MESSAGE

@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import email.utils
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import Plugin
+from qsmtp.plugins.api import HookReturn, Plugin, transaction_of
 from qsmtp.smtp.chars import escape
 from qsmtp.smtp.message import MessageBody
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session, Transaction
+
 
 _AUTH_RESULTS = re.compile(rb"(?mi)^(?=Authentication-Results[ \t]*:)")
 _RENAMED_PREFIX = b"X-Original-"
@@ -37,8 +41,8 @@ _RENAMED_PREFIX = b"X-Original-"
 class Headers(Plugin):
     """Adds Received:, neutralises incoming Authentication-Results: (no options)."""
 
-    def hook_data_post(self, session: Any):
-        txn = session.transaction
+    def hook_data_post(self, session: Session) -> HookReturn:
+        txn = transaction_of(session)
         txn.prepend_header("Received", received_value(session, txn, self.config.server.me))
         body = txn.body
         if body is not None:
@@ -46,7 +50,7 @@ class Headers(Plugin):
         return None
 
 
-def received_value(session: Any, txn: Any, me: str, date: str | None = None) -> str:
+def received_value(session: Session, txn: Transaction, me: str, date: str | None = None) -> str:
     """The Received: header value, folded with LF + tab (no final line end)."""
     ip = session.conn.peer_ip
     literal = f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"

@@ -38,12 +38,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 LEVELS = {
     "lenient": ("bad_helo", "invalid_localhost", "is_bare_ip", "claims_us",
@@ -122,13 +126,13 @@ class Helo(Plugin):
             raise PluginError(self.name, "bad_helo_patterns", str(exc)) from None
         self.resolver = _dns.make_resolver(self)
 
-    def hook_helo(self, session: Any, host: str) -> Any:
+    def hook_helo(self, session: Session, host: str) -> HookReturn:
         return self.check(session, host)
 
-    def hook_ehlo(self, session: Any, host: str) -> Any:
+    def hook_ehlo(self, session: Session, host: str) -> HookReturn:
         return self.check(session, host)
 
-    def check(self, session: Any, host: str) -> Any:
+    def check(self, session: Session, host: str) -> Any:
         if trusted(session) or session.relay_client or session.auth_user:
             return None
         helo = (host or "").strip()
@@ -145,26 +149,26 @@ class Helo(Plugin):
         return None
 
     # -- the checks: True means the HELO fails ------------------------------
-    def bad_helo(self, session: Any, helo: str) -> bool:
+    def bad_helo(self, session: Session, helo: str) -> bool:
         name = helo.lower() if _literal(helo) is not None else _ascii_name(helo)
         forms = {helo, name} if name else {helo}
         return (name in self.bad
                 or any(p.search(form) for p in self.patterns for form in forms))
 
-    def invalid_localhost(self, session: Any, helo: str) -> bool:
+    def invalid_localhost(self, session: Session, helo: str) -> bool:
         if _ascii_name(helo) not in ("localhost", "localhost.localdomain") and \
                 _literal(helo) not in ("127.0.0.1", "::1"):
             return False
         return not ipaddress.ip_address(session.conn.peer_ip).is_loopback
 
-    def is_bare_ip(self, session: Any, helo: str) -> bool:
+    def is_bare_ip(self, session: Session, helo: str) -> bool:
         try:
             ipaddress.ip_address(helo)
             return True
         except ValueError:
             return False
 
-    def claims_us(self, session: Any, helo: str) -> bool:
+    def claims_us(self, session: Session, helo: str) -> bool:
         if ipaddress.ip_address(session.conn.peer_ip).is_loopback:
             return False
         literal = _literal(helo)
@@ -174,13 +178,13 @@ class Helo(Plugin):
         name = _ascii_name(helo)
         return bool(me) and name is not None and name == _ascii_name(me)
 
-    def is_forged_literal(self, session: Any, helo: str) -> bool:
+    def is_forged_literal(self, session: Session, helo: str) -> bool:
         literal = _literal(helo)
         if literal is None:
             return False
         return not literal or not _same_ip(literal, session.conn.peer_ip)
 
-    def is_not_fqdn(self, session: Any, helo: str) -> bool:
+    def is_not_fqdn(self, session: Session, helo: str) -> bool:
         if _literal(helo) is not None:
             return False  # literals are judged by the literal checks
         name = _ascii_name(helo)
@@ -189,15 +193,15 @@ class Helo(Plugin):
         labels = name.split(".")
         return len(labels) < 2 or labels[-1].isdigit()
 
-    def no_forward_dns(self, session: Any, helo: str) -> bool:
+    def no_forward_dns(self, session: Session, helo: str) -> bool:
         if _literal(helo) is not None:
             return False
         return not self._forward(session, helo)
 
-    def no_reverse_dns(self, session: Any, helo: str) -> bool:
+    def no_reverse_dns(self, session: Session, helo: str) -> bool:
         return not self._reverse(session)
 
-    def no_matching_dns(self, session: Any, helo: str) -> bool:
+    def no_matching_dns(self, session: Session, helo: str) -> bool:
         if _literal(helo) is not None:
             return False
         name = _ascii_name(helo)
@@ -205,13 +209,13 @@ class Helo(Plugin):
             return False
         return name not in self._reverse(session)
 
-    def _forward(self, session: Any, helo: str) -> list[str]:
+    def _forward(self, session: Session, helo: str) -> list[str]:
         cache = session.notes.setdefault("helo_forward", {})
         if helo not in cache:
             cache[helo] = _dns.addresses(self.resolver, helo.rstrip("."))
         return cache[helo]
 
-    def _reverse(self, session: Any) -> list[str]:
+    def _reverse(self, session: Session) -> list[str]:
         if "reverse_dns" not in session.notes:  # fcrdns may have asked already
             session.notes["reverse_dns"] = _dns.ptr_names(self.resolver,
                                                           session.conn.peer_ip)

@@ -25,11 +25,15 @@ qpsmtpd mapping: config/hosts_allow -> `rules` (same lines), or split into
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import DENY_DISCONNECT, Option, Plugin, PluginError
+from qsmtp.plugins.api import DENY_DISCONNECT, HookReturn, Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import with_code
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 
 class HostsAllow(Plugin):
@@ -68,7 +72,7 @@ class HostsAllow(Plugin):
                 return allowed, message
         return self.opts.default == "allow", self.opts.message
 
-    def hook_connect(self, session: Any) -> Any:
+    def hook_connect(self, session: Session) -> HookReturn:
         allowed, message = self.decide(session.conn.peer_ip)
         if not allowed:
             self.log.info("session %s: %s refused", session.id, session.conn.peer_ip)

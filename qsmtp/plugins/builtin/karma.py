@@ -38,11 +38,15 @@ reject_type ... db_dir DIR` -> `negative`, `penalty_days`, `action`,
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import Option, Plugin
+from qsmtp.plugins.api import HookReturn, Option, Plugin
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, adjust_karma
 from qsmtp.state import StateUnavailable, karma_store, sqlite_path
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 DAY = 86400.0
 KEEP = 365 * DAY  # Redis: an IP unseen this long is forgotten
@@ -72,7 +76,7 @@ class Karma(Plugin):
     def lookup(self, ip: str) -> tuple[int, int, float | None] | None:
         return self.store.get(ip)
 
-    def hook_connect(self, session: Any) -> Any:
+    def hook_connect(self, session: Session) -> HookReturn:
         session.notes.setdefault("karma", 0)
         try:
             row = self.lookup(session.conn.peer_ip)
@@ -95,11 +99,11 @@ class Karma(Plugin):
             session.notes.setdefault("whitelisthost", self.name)
         return None
 
-    def hook_queue_post(self, session: Any) -> Any:
+    def hook_queue_post(self, session: Session) -> HookReturn:
         adjust_karma(session, +1)
         return None
 
-    def hook_disconnect(self, session: Any) -> Any:
+    def hook_disconnect(self, session: Session) -> HookReturn:
         score = session.notes.get("karma", 0)
         boxed = session.notes.get("karma_penalty", False)
         naughty = score <= -self.opts.negative and not boxed

@@ -49,12 +49,16 @@ import re
 import socket
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import DENYSOFT, DENYSOFT_DISCONNECT, Option, Plugin, PluginError
+from qsmtp.plugins.api import DENYSOFT, DENYSOFT_DISCONNECT, HookReturn, Option, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.state import StateUnavailable
 from qsmtp.state.clientlimits import CONNECTIONS, RECIPIENTS, SESSIONS, stores
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smhd]?)\s*$")
 UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -102,7 +106,7 @@ class Limit(Plugin):
         self.clock = time.time
 
     # -- connect: concurrency, then the connection rate --------------------------
-    def hook_connect(self, session: Any) -> Any:
+    def hook_connect(self, session: Session) -> HookReturn:
         ip = session.conn.peer_ip
         if _dns.ip_in(ip, self.nets):
             return None
@@ -112,7 +116,7 @@ class Limit(Plugin):
             self.log.error("limit store unavailable, %s not limited: %s", ip, exc)
             return None
 
-    def _admit(self, session: Any, ip: str, now: float) -> Any:
+    def _admit(self, session: Session, ip: str, now: float) -> Any:
         # Unique across hosts and sessions (a session id is unique per worker only).
         member = f"{self.host}:{session.id}:{uuid.uuid4().hex}"
         if self.opts.concurrency:
@@ -133,12 +137,12 @@ class Limit(Plugin):
                                     "4.7.0 Connection rate limit exceeded, try later")
         return None
 
-    def _refuse(self, session: Any, ip: str, why: str, result: Any, message: str) -> Any:
+    def _refuse(self, session: Session, ip: str, why: str, result: Any, message: str) -> Any:
         self.log.info("session %s: %s refused by limit (%s)", session.id, ip, why)
         return result, message
 
     # -- the session is alive: renew its place now and then ------------------------
-    def _renew(self, session: Any) -> None:
+    def _renew(self, session: Session) -> None:
         held = session.notes.get(NOTE)
         now = self.clock()
         if held is None or now - held[1] < self.opts.lease / 4:
@@ -150,19 +154,19 @@ class Limit(Plugin):
         except StateUnavailable as exc:
             self.log.warning("limit store unavailable, session not renewed: %s", exc)
 
-    def hook_helo(self, session: Any, host: str) -> Any:
+    def hook_helo(self, session: Session, host: str) -> None:
         self._renew(session)
 
-    def hook_ehlo(self, session: Any, host: str) -> Any:
+    def hook_ehlo(self, session: Session, host: str) -> None:
         self._renew(session)
 
-    def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
+    def hook_mail(self, session: Session, sender: Any, params: Any) -> None:
         self._renew(session)
 
-    def hook_data_post(self, session: Any) -> Any:
+    def hook_data_post(self, session: Session) -> None:
         self._renew(session)
 
-    def hook_rcpt(self, session: Any, recipient: Any, params: Any) -> Any:
+    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
         self._renew(session)
         if not self.rcpt_rate or _dns.ip_in(session.conn.peer_ip, self.nets):
             return None
@@ -182,10 +186,10 @@ class Limit(Plugin):
                             "4.7.1 Recipient rate limit exceeded, try later")
 
     # -- every session end gives its place back -------------------------------------
-    def hook_disconnect(self, session: Any) -> Any:
+    def hook_disconnect(self, session: Session) -> None:
         self._release(session)
 
-    def _release(self, session: Any) -> None:
+    def _release(self, session: Session) -> None:
         held = session.notes.pop(NOTE, None)
         if held is None:
             return

@@ -18,9 +18,13 @@ qpsmtpd mapping: `loop N` -> `max_hops = N`.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import DECLINED, DENY, Option, Plugin, PluginError
+from qsmtp.plugins.api import DECLINED, DENY, HookReturn, Option, Plugin, PluginError
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 _TRACE = re.compile(rb"(?mi)^(?:Received|Delivered-To)[ \t]*:")
 
@@ -35,7 +39,7 @@ class Loop(Plugin):
         if self.opts.max_hops < 1:
             raise PluginError(self.name, "max_hops", "must be >= 1")
 
-    def hook_data_headers_end(self, session: Any) -> Any:
+    def hook_data_headers_end(self, session: Session) -> HookReturn:
         txn = session.transaction
         if txn is None or txn.body is None:
             return DECLINED

@@ -30,7 +30,7 @@ into a hook result, shared by the other check plugins.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsmtp.plugins.api import (
     DECLINED,
@@ -41,6 +41,11 @@ from qsmtp.plugins.api import (
     Option,
     Plugin,
 )
+
+if TYPE_CHECKING:
+    from qsmtp.plugins.api import HookReturn
+    from qsmtp.smtp.state import Session
+
 
 # `action` values every check plugin accepts (qpsmtpd: reject 0|1|naughty +
 # reject_type perm|temp|disconnect, folded into one option).
@@ -63,17 +68,17 @@ def with_code(code: str, message: str) -> str:
     return f"{code} {message}"
 
 
-def adjust_karma(session: Any, delta: int) -> None:
+def adjust_karma(session: Session, delta: int) -> None:
     """Per-connection karma score, read by the karma plugin at disconnect."""
     session.notes["karma"] = session.notes.get("karma", 0) + delta
 
 
-def trusted(session: Any) -> bool:
+def trusted(session: Session) -> bool:
     """A connection other checks skip: whitelisted by hosts_allow/karma/..."""
     return bool(session.notes.get("whitelisthost"))
 
 
-def act(session: Any, plugin: Any, action: str, message: str,
+def act(session: Session, plugin: Any, action: str, message: str,
         reject_type: str | None = None) -> Any:
     """Apply a check plugin's `action` to a positive finding."""
     plugin.log.info("session %s %s: %s", session.id, action, message)
@@ -103,7 +108,7 @@ class Naughty(Plugin):
     def setup(self) -> None:
         self.first = STAGES.index(self.opts.reject)
 
-    def _check(self, session: Any, stage: str) -> Any:
+    def _check(self, session: Session, stage: str) -> Any:
         if STAGES.index(stage) < self.first or trusted(session):
             return None
         reason = session.notes.get("naughty")
@@ -118,25 +123,25 @@ class Naughty(Plugin):
         result, code = _RESULTS[action]
         return result, with_code(code, session.notes.get("naughty_message") or reason)
 
-    def hook_connect(self, session: Any) -> Any:
+    def hook_connect(self, session: Session) -> HookReturn:
         return self._check(session, "connect")
 
-    def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
+    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
         return self._check(session, "mail")
 
-    def hook_rcpt(self, session: Any, recipient: Any, params: Any) -> Any:
+    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
         if recipient.local_unquoted.lower() == "postmaster":
             return None  # always reachable (RFC 5321 4.5.1)
         return self._check(session, "rcpt")
 
-    def hook_data(self, session: Any) -> Any:
+    def hook_data(self, session: Session) -> HookReturn:
         return self._check(session, "data")
 
-    def hook_data_post(self, session: Any) -> Any:
+    def hook_data_post(self, session: Session) -> HookReturn:
         return self._check(session, "data_post")
 
 
-def _envelope(session: Any) -> str:
+def _envelope(session: Session) -> str:
     txn = session.transaction
     if txn is None:
         return ""

@@ -27,10 +27,14 @@ import itertools
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import DENYSOFT, OK, Plugin, PluginError
+from qsmtp.plugins.api import DENYSOFT, OK, HookReturn, Plugin, PluginError, body_of, transaction_of
 from qsmtp.smtp.chars import escape
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session, Transaction
+
 
 _SUBDIRS = ("tmp", "new", "cur")
 _counter = itertools.count(1)  # per process; the pid in the name tells forks apart
@@ -78,8 +82,8 @@ class QueueMaildir(Plugin):
         for directory in created:
             os.chown(directory, entry.pw_uid, entry.pw_gid)
 
-    def hook_queue(self, session: Any):
-        txn = session.transaction
+    def hook_queue(self, session: Session) -> HookReturn:
+        txn = transaction_of(session)
         name = self.unique_name()
         tmp = os.path.join(self.tmp_dir, name)
         new = os.path.join(self.new_dir, name)
@@ -125,10 +129,10 @@ class QueueMaildir(Plugin):
                 os.close(self._dir_fd)
         self._dir_fd = None
 
-    def write_file(self, path: str, txn: Any) -> None:
+    def write_file(self, path: str, txn: Transaction) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            body = txn.body
+            body = body_of(txn)
             if body.spooled or body.size > _ONE_WRITE:  # stream it
                 with open(fd, "wb", buffering=_BUFFER, closefd=False) as out:
                     out.write(envelope_headers(txn))
@@ -141,7 +145,7 @@ class QueueMaildir(Plugin):
             os.close(fd)
 
 
-def envelope_headers(txn: Any) -> bytes:
+def envelope_headers(txn: Transaction) -> bytes:
     """Return-Path, Delivered-To per recipient, then txn.added_headers (LF).
     Addresses are escaped (chars.escape): no control byte or invalid UTF-8
     reaches the stored headers, whatever a plugin let through."""

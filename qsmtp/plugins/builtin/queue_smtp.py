@@ -26,9 +26,22 @@ import contextlib
 import re
 import smtplib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import DENY, DENYSOFT, OK, Plugin, PluginError
+from qsmtp.plugins.api import (
+    DENY,
+    DENYSOFT,
+    OK,
+    HookReturn,
+    Plugin,
+    PluginError,
+    body_of,
+    transaction_of,
+)
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session, Transaction
+
 
 TEMPFAIL = (DENYSOFT, "4.3.0 Upstream mail server unavailable, try again later")
 _SEND_BATCH = 1 << 18
@@ -51,8 +64,8 @@ class QueueSmtp(Plugin):
         self.host, self.port = parse_upstream(self.config.queue.upstream, self.lmtp, self.name)
         self.timeout = float(self.config.queue.upstream_timeout)
 
-    def hook_queue(self, session: Any):
-        txn = session.transaction
+    def hook_queue(self, session: Session) -> HookReturn:
+        txn = transaction_of(session)
         try:
             client = self.connect()
         except (OSError, smtplib.SMTPException) as exc:
@@ -89,7 +102,7 @@ class QueueSmtp(Plugin):
             raise
         return client
 
-    def transfer(self, client: smtplib.SMTP, session: Any, txn: Any):
+    def transfer(self, client: smtplib.SMTP, session: Session, txn: Transaction):
         """MAIL, RCPT..., DATA; returns the hook result for the client."""
         options = self.mail_options(client, txn)
         if "SMTPUTF8" in options:
@@ -121,7 +134,7 @@ class QueueSmtp(Plugin):
                       self.host, self.port, last)
         return OK, f"2.0.0 Ok: queued as {txn.id} (upstream: {last})"
 
-    def mail_options(self, client: smtplib.SMTP, txn: Any) -> list[str]:
+    def mail_options(self, client: smtplib.SMTP, txn: Transaction) -> list[str]:
         params = {k.upper(): v for k, v in (txn.mail_params or {}).items()}
         options = []
         if client.has_extn("size") and txn.body is not None:
@@ -133,14 +146,14 @@ class QueueSmtp(Plugin):
             options.append("SMTPUTF8")
         return options
 
-    def verdict(self, session: Any, failures: list[tuple[int, str]]):
+    def verdict(self, session: Session, failures: list[tuple[int, str]]):
         """One reply for the client from the upstream's refusals: temporary
         if any of them is (a retry can succeed), else the first permanent one."""
         soft = [f for f in failures if f[0] < 500]
         code, text = (soft or failures)[0]
         return self.refused(session, code, text)
 
-    def refused(self, session: Any, code: int, text: str):
+    def refused(self, session: Session, code: int, text: str):
         self.log.warning("session %s: upstream %s:%s refused: %s %s",
                          session.id, self.host, self.port, code, text)
         if 500 <= code < 600:
@@ -148,13 +161,13 @@ class QueueSmtp(Plugin):
         return DENYSOFT, _with_status(text, "4.3.0")
 
 
-def wire_chunks(txn: Any) -> Iterable[bytes]:
+def wire_chunks(txn: Transaction) -> Iterable[bytes]:
     """The message as SMTP DATA content: CRLF line ends, dot-stuffed, ending
     in CRLF (the final "." line is sent by the caller)."""
     at_line_start = True
     last = b"\n"
     head = "".join(h + "\n" for h in txn.added_headers).encode("utf-8", "surrogateescape")
-    for chunk in _chain(head, txn.body.iter_chunks()):
+    for chunk in _chain(head, body_of(txn).iter_chunks()):
         if not chunk:
             continue
         if at_line_start and chunk[:1] == b".":

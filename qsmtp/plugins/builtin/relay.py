@@ -24,11 +24,15 @@ same name) is ignored.  Nothing is mapped: `strasse.test` is not
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import DENY, OK, Plugin
+from qsmtp.plugins.api import DENY, OK, HookReturn, Plugin
 from qsmtp.plugins.builtin._dns import ip_in
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 REFUSED = (DENY, "5.7.1 Relaying denied")
 ACCEPTED = (OK, None)
@@ -46,12 +50,12 @@ class Relay(Plugin):
         self.domains = domains.DomainSet(relay.domains)
         self._client_ips: dict[str, bool] = {}  # peer IP -> verdict (parsing costs ~20 us)
 
-    def hook_connect(self, session: Any):
+    def hook_connect(self, session: Session) -> HookReturn:
         if not session.relay_client and self.is_client_ip(session.conn.peer_ip):
             session.relay_client = True
         return None
 
-    def hook_rcpt(self, session: Any, recipient: Any, params: Any):
+    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
         return self.decide(recipient, session.relay_client or bool(session.auth_user))
 
     def is_client_ip(self, ip: str) -> bool:

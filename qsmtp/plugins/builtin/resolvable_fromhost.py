@@ -23,11 +23,15 @@ config/invalid_resolvable_fromhost -> `invalid_networks`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import Option, Plugin
+from qsmtp.plugins.api import HookReturn, Option, Plugin
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 INVALID = ["0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4",
            "::/128", "::1/128", "ff00::/8"]
@@ -72,7 +76,7 @@ class ResolvableFromhost(Plugin):
             return "none"
         return "ok" if self.usable(_dns.addresses(self.resolver, domain)) else "none"
 
-    def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
+    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
         if (sender is None or sender.is_null or not sender.domain or trusted(session)
                 or session.relay_client or session.auth_user):
             return None

@@ -48,11 +48,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import DECLINED, DENY, HookResult, Option, PluginError
+from qsmtp.plugins.api import (
+    DECLINED,
+    DENY,
+    HookResult,
+    HookReturn,
+    Option,
+    PluginError,
+    transaction_of,
+)
 from qsmtp.plugins.builtin import _scanner
 from qsmtp.plugins.builtin.naughty import adjust_karma
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session, Transaction
+
 
 RESPONSE_LIMIT = 1 << 16
 _STATUS = re.compile(rb"^SPAMD/(\d+\.\d+) +(\d+) *(.*)$")
@@ -90,8 +102,8 @@ class SpamAssassin(_scanner.Scanner):
         if "\r" in self.opts.user or "\n" in self.opts.user:
             raise PluginError(self.name, "user", "must be one line")
 
-    def hook_data_post(self, session: Any) -> Any:
-        txn = session.transaction
+    def hook_data_post(self, session: Session) -> HookReturn:
+        txn = transaction_of(session)
         if txn.body is None:
             return DECLINED
         neutralise_old_headers(txn.body, self.opts.old_headers)
@@ -108,7 +120,7 @@ class SpamAssassin(_scanner.Scanner):
                                         f"{type(exc).__name__}: {exc}")
         return self.apply(session, txn, verdict)
 
-    def check(self, txn: Any, size: int) -> Verdict:
+    def check(self, txn: Transaction, size: int) -> Verdict:
         request = f"SYMBOLS SPAMC/1.5\r\nContent-length: {size}\r\n"
         if self.opts.user:
             request += f"User: {self.opts.user}\r\n"
@@ -123,7 +135,7 @@ class SpamAssassin(_scanner.Scanner):
             conn.shutdown_write()
             return parse_response(conn.read_all(RESPONSE_LIMIT))
 
-    def apply(self, session: Any, txn: Any, verdict: Verdict) -> Any:
+    def apply(self, session: Session, txn: Transaction, verdict: Verdict) -> Any:
         txn.notes[self.name] = {"spam": verdict.spam, "score": verdict.score,
                                 "required": verdict.required, "tests": list(verdict.tests)}
         for name, value in reversed(tag_headers(verdict)):

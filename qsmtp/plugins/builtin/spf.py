@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import contextvars
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError, transaction_of
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin._sender_auth import (
     AUTHRES_OPTIONS,
@@ -55,6 +55,10 @@ from qsmtp.plugins.builtin._sender_auth import (
     skipped,
 )
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
+
+if TYPE_CHECKING:
+    from qsmtp.smtp.state import Session
+
 
 HEADERS = ("received-spf", "authentication-results")
 # Enhanced codes, RFC 7372: SPF validation failed / error.
@@ -108,7 +112,7 @@ class Spf(Plugin):
             _RESOLVER.reset(token)
         return query, result, explanation
 
-    def hook_mail(self, session: Any, sender: Any, params: Any) -> Any:
+    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
         txn = session.transaction
         if skipped(session) or txn is None:
             return None
@@ -132,18 +136,18 @@ class Spf(Plugin):
         text = f"SPF {result} for {domain}: {explanation}"
         return act(session, self, action, coded(action, perm, temp, text))
 
-    def hook_data_post(self, session: Any) -> Any:
+    def hook_data_post(self, session: Session) -> HookReturn:
         txn = session.transaction
         verdict = txn.notes.get("spf") if txn is not None else None
         if verdict is None:
             return None
         if "received-spf" in self.opts.headers and verdict.received_spf:
-            txn.prepend_header("Received-SPF", verdict.received_spf)
+            transaction_of(session).prepend_header("Received-SPF", verdict.received_spf)
         if "authentication-results" in self.opts.headers:
             import authres
             kwargs = ({"smtp_helo": verdict.domain} if verdict.identity == "helo"
                       else {"smtp_mailfrom": verdict.domain})
-            add_result(txn, authserv_id(self),
+            add_result(transaction_of(session), authserv_id(self),
                        authres.SPFAuthenticationResult(result=verdict.result, **kwargs))
         return None
 
