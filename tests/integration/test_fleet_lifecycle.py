@@ -1,5 +1,6 @@
 """Worker life cycle: recycling after child_lifetime sessions, the heartbeat
-watchdog, and idle workers above the target retiring after a burst."""
+watchdog (and a wall-clock step that must not trip it), and idle workers
+above the target retiring after a burst."""
 
 from __future__ import annotations
 
@@ -60,3 +61,37 @@ def test_surplus_idle_workers_retire_after_a_burst(serve):
     wait_for(lambda: len(srv.workers()) == 2, 30, interval=0.2,
              what="back to idle_children")
     print(f"\nsurplus retired {time.monotonic() - t0:.1f}s after the burst")
+
+
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"  # apt: libfaketime
+
+
+def test_wall_clock_step_kills_no_worker(serve, tmp_path, monkeypatch):
+    """The heartbeat check is on CLOCK_MONOTONIC: the wall clock stepping an
+    hour ahead (NTP, an operator's `date -s`) is no silence.  The daemon runs
+    under libfaketime, whose offset file moves CLOCK_REALTIME only."""
+    offset = tmp_path / "faketime"
+    offset.write_text("+0\n")
+    monkeypatch.setenv("LD_PRELOAD", FAKETIME)
+    monkeypatch.setenv("FAKETIME_TIMESTAMP_FILE", str(offset))
+    monkeypatch.setenv("FAKETIME_NO_CACHE", "1")
+    monkeypatch.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+    # limit 2 x 30 s: the busy worker below stays quiet well within it
+    srv = serve(children=3, idle_children=2, timeout=30, hook_timeout=30)
+    sock, line = connect(srv.port)
+    assert line.startswith(b"220")
+    sock.sendall(b"EHLO step.test\r\n")
+    assert sock.recv(4096).startswith(b"250")
+    def settled():  # busy + 2 idle, every one past its start
+        states = sorted(w["state"] for w in srv.snapshot()["workers"])
+        return states == ["busy", "idle", "idle"]
+    wait_for(settled, 3, what="1 busy and 2 idle workers")
+    before = {w["pid"] for w in srv.snapshot()["workers"]}
+    offset.write_text("+1h\n")
+    time.sleep(3.5)  # > 3 heartbeat checks (1 s apart) after the step
+    assert {w["pid"] for w in srv.snapshot()["workers"]} == before
+    sock.sendall(b"NOOP\r\n")
+    assert sock.recv(4096).startswith(b"250")  # the quiet session lives on
+    sock.sendall(b"QUIT\r\n")
+    sock.close()
+    assert "silent for" not in srv.log() and "died" not in srv.log()
