@@ -11,26 +11,22 @@ unreachable Redis is one line in the output.
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import Any
 
-from qsmtp.config import peek
+from qsmtp.config import Config, peek
+from qsmtp.settings import SETTINGS
 from qsmtp.state import StateUnavailable
 from qsmtp.state.clientlimits import cluster_view
-
-KEYS = ("state.backend", "state.url", "server.state_dir")
 
 
 def view(config_path: str | None, local: dict[str, int]) -> dict[str, Any] | None:
     """None unless the store is Redis; else {"store", "error", "peers":
     {ip: {"here", "sessions", "connections", "recipients"}}}."""
-    values = peek(config_path, KEYS)
+    values = peek(config_path, tuple(s.name for s in SETTINGS))
     if values["state.backend"] != "redis":
         return None
     from qsmtp.state.redis import where  # redis-py only when configured (startup time)
-    config = SimpleNamespace(
-        state=SimpleNamespace(backend="redis", url=values["state.url"]),
-        server=SimpleNamespace(state_dir=values["server.state_dir"]))
+    config = Config.build(values, origin={})
     out: dict[str, Any] = {"store": where(values["state.url"]), "error": None, "peers": {}}
     try:
         counts = cluster_view(config, list(local), time.time())

@@ -77,6 +77,8 @@ class HookResult:
 
 DECLINED_RESULT = HookResult(Result.DECLINED)
 
+# The ESMTP parameters of MAIL and RCPT (`SIZE=1000` -> {"SIZE": "1000"}).
+Params = dict[str, str | None]
 # What a hook may return (HookResult.of normalises it).
 HookReturn = Result | tuple[Result, str | None] | HookResult | None
 

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsmtp.state.base import GreyRules, GreyStore, KarmaStore, LeaseStore
 from qsmtp.state.errors import StateUnavailable
 from qsmtp.state.sqlite import SqliteGrey, SqliteKarma, SqliteLeases
+
+if TYPE_CHECKING:
+    from qsmtp.config import Config
+
 
 __all__ = ["GreyRules", "LeaseStore", "StateUnavailable", "grey_store", "karma_store",
            "lease_store", "redis_configured", "sqlite_path"]
@@ -33,11 +37,11 @@ __all__ = ["GreyRules", "LeaseStore", "StateUnavailable", "grey_store", "karma_s
 _connections: dict[str, Any] = {}  # url -> redis Connection, one per process
 
 
-def redis_configured(config: Any) -> bool:
+def redis_configured(config: Config) -> bool:
     return config.state.backend == "redis"
 
 
-def _redis(config: Any) -> tuple[Any, Any]:
+def _redis(config: Config) -> tuple[Any, Any]:
     """(the redis backend module, this process's Connection to the url).
     Imported on first use: redis-py costs ~0.3 s and a few MB at start, which
     a single host on SQLite (and every qsmtpctl run) should not pay."""
@@ -49,26 +53,26 @@ def _redis(config: Any) -> tuple[Any, Any]:
     return backend, conn
 
 
-def sqlite_path(config: Any, path: str, filename: str) -> str:
+def sqlite_path(config: Config, path: str, filename: str) -> str:
     """A plugin's `db_path` option, or `<server.state_dir>/<filename>`."""
     return path or os.path.join(config.server.state_dir, filename)
 
 
-def karma_store(config: Any, path: str) -> KarmaStore:
+def karma_store(config: Config, path: str) -> KarmaStore:
     if redis_configured(config):
         backend, conn = _redis(config)
         return backend.RedisKarma(conn)
     return SqliteKarma(path)
 
 
-def grey_store(config: Any, path: str) -> GreyStore:
+def grey_store(config: Config, path: str) -> GreyStore:
     if redis_configured(config):
         backend, conn = _redis(config)
         return backend.RedisGrey(conn)
     return SqliteGrey(path)
 
 
-def lease_store(config: Any, path: str, feature: str) -> LeaseStore:
+def lease_store(config: Config, path: str, feature: str) -> LeaseStore:
     """Expiring sets for `feature` ("auth", "limit:conn" ...): `path` is the
     SQLite file, `feature` the Redis key namespace."""
     if redis_configured(config):

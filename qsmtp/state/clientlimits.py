@@ -10,21 +10,25 @@ rate's window).  SQLite file: `<server.state_dir>/limit.sqlite`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qsmtp.state import LeaseStore, lease_store, sqlite_path
+
+if TYPE_CHECKING:
+    from qsmtp.config import Config
+
 
 FILENAME = "limit.sqlite"
 SESSIONS, CONNECTIONS, RECIPIENTS = "limit:sessions", "limit:connections", "limit:recipients"
 KINDS = (SESSIONS, CONNECTIONS, RECIPIENTS)
 
 
-def stores(config: Any) -> dict[str, LeaseStore]:
+def stores(config: Config) -> dict[str, LeaseStore]:
     path = sqlite_path(config, "", FILENAME)
     return {kind: lease_store(config, path, kind) for kind in KINDS}
 
 
-def cluster_view(config: Any, ips: list[str], now: float) -> dict[str, dict[str, int]]:
+def cluster_view(config: Config, ips: list[str], now: float) -> dict[str, dict[str, int]]:
     """{ip: {"sessions": n, "connections": n, "recipients": n}} as every host
     sharing the store sees them.  Raises StateUnavailable."""
     sets = stores(config)

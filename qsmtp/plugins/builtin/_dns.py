@@ -22,7 +22,7 @@ import ipaddress
 from typing import Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import Option, PluginError
+from qsmtp.plugins.api import Option, Plugin, PluginError
 
 DNS_OPTIONS = {
     "nameservers": Option(list, [], "nameserver IPs; [] = system resolver (resolv.conf)"),
@@ -36,7 +36,7 @@ class DnsTempError(Exception):
     """SERVFAIL, timeout, no answer from any server: try again later."""
 
 
-def make_resolver(plugin: Any) -> Any:
+def make_resolver(plugin: Plugin) -> Any:
     """Build a dnspython Resolver from the plugin's options. Called in setup():
     a Resolver holds no sockets, so it is safe to share across fork()."""
     try:

@@ -26,6 +26,7 @@ from qsmtp.plugins.api import (
 )
 
 if TYPE_CHECKING:
+    from qsmtp.plugins.api import HookReturn, Plugin
     from qsmtp.smtp.state import Session, Transaction
 
 
@@ -162,7 +163,7 @@ def _added(txn: Transaction) -> list[bytes]:
     return [h.encode("utf-8", "surrogateescape") for h in getattr(txn, "added_headers", [])]
 
 
-def unavailable(plugin: Any, session: Session, problem: str) -> Any:
+def unavailable(plugin: Plugin, session: Session, problem: str) -> HookReturn:
     """The scanner could not give a verdict: 451 or pass, per `on_error`."""
     plugin.log.error("session %s: %s %s (%s)", session.id, plugin.name, problem,
                      "deferring" if plugin.opts.on_error == "defer" else "passing unscanned")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import Option, PluginError
+from qsmtp.plugins.api import Option, Plugin, PluginError
 
 if TYPE_CHECKING:
     from qsmtp.smtp.state import Session, Transaction
@@ -65,7 +65,7 @@ class DmarcVerdict:
 
 
 # -- Authentication-Results ---------------------------------------------------
-def authserv_id(plugin: Any) -> str:
+def authserv_id(plugin: Plugin) -> str:
     return plugin.opts.authserv_id or plugin.config.server.me
 
 

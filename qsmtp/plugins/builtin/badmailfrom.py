@@ -30,10 +30,11 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Params, Plugin, PluginError
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -114,7 +115,7 @@ class Badmailfrom(Plugin):
         self.list = AddressList(self.name, self.opts.entries, self.opts.patterns,
                                 self.opts.file)
 
-    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
+    def hook_mail(self, session: Session, sender: Address | None, params: Params) -> HookReturn:
         if sender is None or sender.is_null or session.transaction is None:
             return None
         matched, message = self.list.match(sender)
@@ -123,7 +124,7 @@ class Badmailfrom(Plugin):
             self.log.info("session %s: sender %s is in badmailfrom", session.id, sender)
         return None
 
-    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
+    def hook_rcpt(self, session: Session, recipient: Address, params: Params) -> HookReturn:
         txn = session.transaction
         message = txn.notes.get("badmailfrom") if txn is not None else None
         if message is None:

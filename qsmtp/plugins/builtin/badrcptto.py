@@ -19,13 +19,14 @@ and config/badrcptto_patterns -> `patterns`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Params, Plugin, PluginError
 from qsmtp.plugins.builtin.badmailfrom import AddressList
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -49,7 +50,7 @@ class Badrcptto(Plugin):
         except (KeyError, IndexError, ValueError) as exc:
             raise PluginError(self.name, "message", f"bad placeholder: {exc}") from None
 
-    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
+    def hook_rcpt(self, session: Session, recipient: Address, params: Params) -> HookReturn:
         matched, message = self.list.match(recipient)
         if not matched:
             return None

@@ -36,7 +36,7 @@ only behaviour; `defer_on_error 1|0` -> `on_error = "defer"|"pass"`.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qsmtp.plugins.api import DECLINED, DENY, HookResult, HookReturn, Option, transaction_of
 from qsmtp.plugins.builtin import _scanner
@@ -93,7 +93,7 @@ class ClamAV(_scanner.Scanner):
             txn.prepend_header("X-Virus-Checked", f"Checked by ClamAV on {self.config.server.me}")
         return DECLINED
 
-    def unscanned(self, session: Session, txn: Transaction, why: str) -> Any:
+    def unscanned(self, session: Session, txn: Transaction, why: str) -> HookReturn:
         self.log.warning("session %s: %s not scanned: %s", session.id, txn.id, why)
         txn.notes[self.name] = {"skipped": why}
         return DECLINED

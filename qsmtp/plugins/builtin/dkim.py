@@ -231,7 +231,7 @@ class Dkim(Plugin):
         verdict.b = "".join(_text(fields.get(b"b")).split())[:8]
         return verdict
 
-    def decide(self, session: Session, verdicts: list[DkimVerdict]) -> Any:
+    def decide(self, session: Session, verdicts: list[DkimVerdict]) -> HookReturn:
         results = {v.result for v in verdicts}
         if "pass" in results or not results:
             return None

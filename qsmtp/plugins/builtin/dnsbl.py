@@ -30,13 +30,14 @@ perm|temp|disconnect` -> `action = deny|note|naughty|denysoft|deny_disconnect`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Params, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -87,15 +88,15 @@ class Dnsbl(Plugin):
             return self.refuse(session, listing)
         return None
 
-    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
+    def hook_mail(self, session: Session, sender: Address | None, params: Params) -> HookReturn:
         return self._at(session, "mail")
 
-    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
+    def hook_rcpt(self, session: Session, recipient: Address, params: Params) -> HookReturn:
         if recipient.local_unquoted.lower() in EXEMPT_LOCALS:
             return None
         return self._at(session, "rcpt")
 
-    def _at(self, session: Session, stage: str) -> Any:
+    def _at(self, session: Session, stage: str) -> HookReturn:
         listing = session.notes.get("dnsbl")
         if (listing is None or self.opts.stage != stage or trusted(session)
                 or listing.zone.action in ("naughty", "note")
@@ -103,7 +104,7 @@ class Dnsbl(Plugin):
             return None
         return self.refuse(session, listing)
 
-    def refuse(self, session: Session, listing: _dns.Listing) -> Any:
+    def refuse(self, session: Session, listing: _dns.Listing) -> HookReturn:
         template = listing.zone.message or self.opts.message
         text = template.format(ip=session.conn.peer_ip, zone=listing.zone.zone,
                                txt=f": {listing.txt}" if listing.txt else "")

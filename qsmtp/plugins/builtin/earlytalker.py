@@ -28,12 +28,13 @@ qpsmtpd mapping: `wait N` -> `wait`; `defer-reject 1` -> `defer_reject = true`;
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Params, Plugin, PluginError
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -62,7 +63,7 @@ class Earlytalker(Plugin):
     def _talked(self, session: Session) -> bool:
         return bool(session.peek_early_talk(self.opts.wait))
 
-    def _check(self, session: Session, message: str) -> Any:
+    def _check(self, session: Session, message: str) -> HookReturn:
         if trusted(session) or not self._talked(session):
             return None
         session.notes[NOTE] = message
@@ -81,7 +82,7 @@ class Earlytalker(Plugin):
             return None
         return self._check(session, "Client started transmitting before the 354 reply")
 
-    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
+    def hook_mail(self, session: Session, sender: Address | None, params: Params) -> HookReturn:
         message = session.notes.get(NOTE)
         if not (message and self.opts.defer_reject) or self.opts.action == "naughty":
             return None

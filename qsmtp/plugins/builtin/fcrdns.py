@@ -26,13 +26,14 @@ qpsmtpd's `has_reverse_dns` note -> `session.notes["reverse_dns"]`.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import HookReturn, Option, Plugin
+from qsmtp.plugins.api import HookReturn, Option, Params, Plugin
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -84,7 +85,7 @@ class Fcrdns(Plugin):
             return bool(session.notes.get("reverse_dns"))
         return bool(session.notes.get("fcrdns"))
 
-    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
+    def hook_mail(self, session: Session, sender: Address | None, params: Params) -> HookReturn:
         if (trusted(session) or session.relay_client or session.auth_user
                 or "fcrdns" not in session.notes or session.notes.get("fcrdns_acted")):
             return None

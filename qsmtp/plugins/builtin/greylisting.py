@@ -48,15 +48,24 @@ import hashlib
 import ipaddress
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import DENYSOFT, HookReturn, Option, Plugin, PluginError, transaction_of
+from qsmtp.plugins.api import (
+    DENYSOFT,
+    HookReturn,
+    Option,
+    Params,
+    Plugin,
+    PluginError,
+    transaction_of,
+)
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.badmailfrom import AddressList
 from qsmtp.plugins.builtin.naughty import trusted
 from qsmtp.state import GreyRules, StateUnavailable, grey_store, sqlite_path
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -118,7 +127,7 @@ class Greylisting(Plugin):
         return passed
 
     # -- hooks -----------------------------------------------------------
-    def key(self, session: Session, recipient: Any) -> str:
+    def key(self, session: Session, recipient: Address) -> str:
         parts = []
         if self.opts.remote_ip:
             parts.append(self._client(session.conn.peer_ip))
@@ -136,7 +145,7 @@ class Greylisting(Plugin):
             return str(ipaddress.ip_network(f"{ip}/{self.opts.ipv4_prefix}", strict=False))
         return str(addr)
 
-    def exempt(self, session: Session, recipient: Any) -> bool:
+    def exempt(self, session: Session, recipient: Address) -> bool:
         if (self.opts.mode == "off" or trusted(session) or session.relay_client
                 or session.auth_user or _dns.ip_in(session.conn.peer_ip, self.nets)):
             return True
@@ -145,7 +154,7 @@ class Greylisting(Plugin):
             return True
         return self.rcpts.match(recipient)[0]
 
-    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
+    def hook_rcpt(self, session: Session, recipient: Address, params: Params) -> HookReturn:
         if self.exempt(session, recipient):
             return None
         try:

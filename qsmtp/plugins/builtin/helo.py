@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qsmtp import domains
 from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
@@ -132,7 +132,7 @@ class Helo(Plugin):
     def hook_ehlo(self, session: Session, host: str) -> HookReturn:
         return self.check(session, host)
 
-    def check(self, session: Session, host: str) -> Any:
+    def check(self, session: Session, host: str) -> HookReturn:
         if trusted(session) or session.relay_client or session.auth_user:
             return None
         helo = (host or "").strip()

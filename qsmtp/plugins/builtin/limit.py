@@ -51,12 +51,21 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from qsmtp.plugins.api import DENYSOFT, DENYSOFT_DISCONNECT, HookReturn, Option, Plugin, PluginError
+from qsmtp.plugins.api import (
+    DENYSOFT,
+    DENYSOFT_DISCONNECT,
+    HookReturn,
+    Option,
+    Params,
+    Plugin,
+    PluginError,
+)
 from qsmtp.plugins.builtin import _dns
 from qsmtp.state import StateUnavailable
 from qsmtp.state.clientlimits import CONNECTIONS, RECIPIENTS, SESSIONS, stores
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -116,7 +125,7 @@ class Limit(Plugin):
             self.log.error("limit store unavailable, %s not limited: %s", ip, exc)
             return None
 
-    def _admit(self, session: Session, ip: str, now: float) -> Any:
+    def _admit(self, session: Session, ip: str, now: float) -> HookReturn:
         # Unique across hosts and sessions (a session id is unique per worker only).
         member = f"{self.host}:{session.id}:{uuid.uuid4().hex}"
         if self.opts.concurrency:
@@ -137,7 +146,7 @@ class Limit(Plugin):
                                     "4.7.0 Connection rate limit exceeded, try later")
         return None
 
-    def _refuse(self, session: Session, ip: str, why: str, result: Any, message: str) -> Any:
+    def _refuse(self, session: Session, ip: str, why: str, result: Any, message: str) -> HookReturn:
         self.log.info("session %s: %s refused by limit (%s)", session.id, ip, why)
         return result, message
 
@@ -160,13 +169,13 @@ class Limit(Plugin):
     def hook_ehlo(self, session: Session, host: str) -> None:
         self._renew(session)
 
-    def hook_mail(self, session: Session, sender: Any, params: Any) -> None:
+    def hook_mail(self, session: Session, sender: Address | None, params: Params) -> None:
         self._renew(session)
 
     def hook_data_post(self, session: Session) -> None:
         self._renew(session)
 
-    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
+    def hook_rcpt(self, session: Session, recipient: Address, params: Params) -> HookReturn:
         self._renew(session)
         if not self.rcpt_rate or _dns.ip_in(session.conn.peer_ip, self.nets):
             return None

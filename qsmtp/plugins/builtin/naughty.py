@@ -30,7 +30,7 @@ into a hook result, shared by the other check plugins.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qsmtp.plugins.api import (
     DECLINED,
@@ -43,7 +43,8 @@ from qsmtp.plugins.api import (
 )
 
 if TYPE_CHECKING:
-    from qsmtp.plugins.api import HookReturn
+    from qsmtp.plugins.api import HookReturn, Params, Plugin
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -78,8 +79,8 @@ def trusted(session: Session) -> bool:
     return bool(session.notes.get("whitelisthost"))
 
 
-def act(session: Session, plugin: Any, action: str, message: str,
-        reject_type: str | None = None) -> Any:
+def act(session: Session, plugin: Plugin, action: str, message: str,
+        reject_type: str | None = None) -> HookReturn:
     """Apply a check plugin's `action` to a positive finding."""
     plugin.log.info("session %s %s: %s", session.id, action, message)
     if action == "note":
@@ -108,7 +109,7 @@ class Naughty(Plugin):
     def setup(self) -> None:
         self.first = STAGES.index(self.opts.reject)
 
-    def _check(self, session: Session, stage: str) -> Any:
+    def _check(self, session: Session, stage: str) -> HookReturn:
         if STAGES.index(stage) < self.first or trusted(session):
             return None
         reason = session.notes.get("naughty")
@@ -126,10 +127,10 @@ class Naughty(Plugin):
     def hook_connect(self, session: Session) -> HookReturn:
         return self._check(session, "connect")
 
-    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
+    def hook_mail(self, session: Session, sender: Address | None, params: Params) -> HookReturn:
         return self._check(session, "mail")
 
-    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
+    def hook_rcpt(self, session: Session, recipient: Address, params: Params) -> HookReturn:
         if recipient.local_unquoted.lower() == "postmaster":
             return None  # always reachable (RFC 5321 4.5.1)
         return self._check(session, "rcpt")

@@ -27,10 +27,11 @@ import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import DENY, OK, HookReturn, Plugin
+from qsmtp.plugins.api import DENY, OK, HookReturn, Params, Plugin
 from qsmtp.plugins.builtin._dns import ip_in
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -55,7 +56,7 @@ class Relay(Plugin):
             session.relay_client = True
         return None
 
-    def hook_rcpt(self, session: Session, recipient: Any, params: Any) -> HookReturn:
+    def hook_rcpt(self, session: Session, recipient: Address, params: Params) -> HookReturn:
         return self.decide(recipient, session.relay_client or bool(session.auth_user))
 
     def is_client_ip(self, ip: str) -> bool:

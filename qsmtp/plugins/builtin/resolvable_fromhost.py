@@ -23,13 +23,14 @@ config/invalid_resolvable_fromhost -> `invalid_networks`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import HookReturn, Option, Plugin
+from qsmtp.plugins.api import HookReturn, Option, Params, Plugin
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -76,12 +77,12 @@ class ResolvableFromhost(Plugin):
             return "none"
         return "ok" if self.usable(_dns.addresses(self.resolver, domain)) else "none"
 
-    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
+    def hook_mail(self, session: Session, sender: Address | None, params: Params) -> HookReturn:
         if (sender is None or sender.is_null or not sender.domain or trusted(session)
                 or session.relay_client or session.auth_user):
             return None
         domain = sender.ascii_domain  # IDNA 2008 A-label (qsmtp.domains)
-        if domain.startswith("["):
+        if domain is None or domain.startswith("["):
             return None
         try:
             verdict = self.resolves(domain)

@@ -27,14 +27,15 @@ qpsmtpd mapping: config/rhsbl_zones (`zone message`) -> `zones`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qsmtp import domains
-from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Params, Plugin, PluginError
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin.naughty import ACTIONS, act, trusted
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -62,7 +63,7 @@ class Rhsbl(Plugin):
             raise PluginError(self.name, "allow", str(exc)) from None
         self.resolver = _dns.make_resolver(self)
 
-    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
+    def hook_mail(self, session: Session, sender: Address | None, params: Params) -> HookReturn:
         if trusted(session) or session.relay_client or session.auth_user:
             return None
         candidates = []

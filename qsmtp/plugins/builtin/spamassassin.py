@@ -63,6 +63,7 @@ from qsmtp.plugins.builtin import _scanner
 from qsmtp.plugins.builtin.naughty import adjust_karma
 
 if TYPE_CHECKING:
+    from qsmtp.plugins.api import HookReturn
     from qsmtp.smtp.state import Session, Transaction
 
 
@@ -135,7 +136,7 @@ class SpamAssassin(_scanner.Scanner):
             conn.shutdown_write()
             return parse_response(conn.read_all(RESPONSE_LIMIT))
 
-    def apply(self, session: Session, txn: Transaction, verdict: Verdict) -> Any:
+    def apply(self, session: Session, txn: Transaction, verdict: Verdict) -> HookReturn:
         txn.notes[self.name] = {"spam": verdict.spam, "score": verdict.score,
                                 "required": verdict.required, "tests": list(verdict.tests)}
         for name, value in reversed(tag_headers(verdict)):

@@ -44,7 +44,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from qsmtp import domains
-from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError, transaction_of
+from qsmtp.plugins.api import HookReturn, Option, Params, Plugin, PluginError, transaction_of
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin._sender_auth import (
     AUTHRES_OPTIONS,
@@ -57,6 +57,7 @@ from qsmtp.plugins.builtin._sender_auth import (
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.address import Address
     from qsmtp.smtp.state import Session
 
 
@@ -112,16 +113,16 @@ class Spf(Plugin):
             _RESOLVER.reset(token)
         return query, result, explanation
 
-    def hook_mail(self, session: Session, sender: Any, params: Any) -> HookReturn:
+    def hook_mail(self, session: Session, sender: Address | None, params: Params) -> HookReturn:
         txn = session.transaction
         if skipped(session) or txn is None:
             return None
         # The domain is evaluated as its IDNA 2008 A-label (qsmtp.domains).
-        address = f"{sender.local}@{sender.ascii_domain}" \
-            if sender is not None and sender.domain else ""
+        ascii_domain = sender.ascii_domain if sender is not None and sender.domain else None
+        address = f"{sender.local}@{ascii_domain}" if sender is not None and ascii_domain else ""
         helo = session.helo_host or ""
         query, result, explanation = self.check(session.conn.peer_ip, address, helo)
-        domain = sender.ascii_domain if address else domains.comparable(helo)
+        domain = ascii_domain if ascii_domain and address else domains.comparable(helo)
         verdict = SpfVerdict(result, domain, query.ident, explanation,
                              _received_spf(query, result))
         txn.notes["spf"] = verdict
