@@ -41,6 +41,12 @@ def one(port: int, n: int, stats: dict, codes: dict, events: list,
         outcome, code = f"failed: connect: {exc.__class__.__name__}: {exc}", _code(exc)
     else:
         try:
+            # EHLO on its own, as an MTA does: a 421 there is a deferral.
+            # (sendmail() would answer a failed EHLO with HELO on a socket
+            # the server has already closed, and report "not connected".)
+            ehlo_code, ehlo_msg = client.ehlo()
+            if not 200 <= ehlo_code <= 299:
+                raise smtplib.SMTPHeloError(ehlo_code, ehlo_msg)
             client.sendmail("load@example.test", [f"rcpt{n}@example.test"],
                             f"Subject: load {n}\r\n\r\nmessage {n}\r\n".encode())
             outcome = "ok"
