@@ -3,8 +3,9 @@
 // resolver Node makes (the default one, dns.promises', and each
 // `new Resolver()` a plugin builds at load) asks only the bench's loopback
 // DNS server, BENCH_DNS=127.0.0.1:PORT. Case (f) also sets BENCH_PUBLIC=1:
-// the bench's only client is 127.0.0.1, which Haraka marks private and its
-// dns-list and helo checks would then skip; the other servers check it.
+// the bench's only client is 127.0.0.1, which Haraka marks private (and
+// local) and its dns-list, helo and spf checks would then skip; the other
+// servers check it.
 'use strict'
 
 const dns = require('node:dns')
@@ -30,4 +31,14 @@ if (process.env.BENCH_PUBLIC === '1') {
   const nu = require(require.resolve('haraka-net-utils', where))
   nu.is_private_ip = () => false
   nu.is_local_ip = () => false
+  // dns.reverse (Haraka's PTR lookup of every client) goes through c-ares'
+  // getHostByAddr, which answers 127.0.0.1 from /etc/hosts; a real client
+  // is never there, so ask the DNS server for the PTR record, as the others.
+  const net = require('node:net')
+  const ptr = new dns.Resolver()
+  const reverse = dns.reverse
+  dns.reverse = (ip, cb) => {
+    if (!net.isIPv4(ip)) return reverse(ip, cb)
+    ptr.resolvePtr(`${ip.split('.').reverse().join('.')}.in-addr.arpa`, cb)
+  }
 }
