@@ -4,10 +4,14 @@ concurrent workers never lose an update)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qsmtp.state.base import GreyRules
 from qsmtp.state.sqlitedb import LazyDB
+
+if TYPE_CHECKING:
+    import sqlite3
+
 
 KARMA_SCHEMA = """
 CREATE TABLE IF NOT EXISTS karma (
@@ -78,7 +82,7 @@ class SqliteGrey:
             (now - rules.grey, now - rules.white)))
 
 
-def _grey_step(conn: Any, key: str, now: float, rules: GreyRules) -> bool:
+def _grey_step(conn: sqlite3.Connection, key: str, now: float, rules: GreyRules) -> bool:
     # The same state machine as GREY_CHECK in qsmtp/state/redis.py.
     row = conn.execute("SELECT first, last, passes FROM greylist WHERE key = ?",
                        (key,)).fetchone()
@@ -106,7 +110,7 @@ class SqliteLeases:
                 limit: int = 0) -> tuple[bool, int]:
         key = self.prefix + key
 
-        def step(conn: Any) -> tuple[bool, int]:
+        def step(conn: sqlite3.Connection) -> tuple[bool, int]:
             # Every write prunes the whole table: the index keeps it cheap,
             # and no separate purge job is needed.
             conn.execute("DELETE FROM leases WHERE expires <= ?", (now,))

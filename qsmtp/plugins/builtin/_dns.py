@@ -19,10 +19,16 @@ PluginError.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qsmtp import domains
 from qsmtp.plugins.api import Option, Plugin, PluginError
+
+if TYPE_CHECKING:
+    import logging
+
+    from dns.resolver import Resolver
+
 
 DNS_OPTIONS = {
     "nameservers": Option(list, [], "nameserver IPs; [] = system resolver (resolv.conf)"),
@@ -36,7 +42,7 @@ class DnsTempError(Exception):
     """SERVFAIL, timeout, no answer from any server: try again later."""
 
 
-def make_resolver(plugin: Plugin) -> Any:
+def make_resolver(plugin: Plugin) -> Resolver:
     """Build a dnspython Resolver from the plugin's options. Called in setup():
     a Resolver holds no sockets, so it is safe to share across fork()."""
     try:
@@ -67,7 +73,7 @@ def make_resolver(plugin: Plugin) -> Any:
     return resolver
 
 
-def query(resolver: Any, name: str, rdtype: str) -> list[str]:
+def query(resolver: Resolver, name: str, rdtype: str) -> list[str]:
     """Records of `rdtype` at `name` as text; [] for NXDOMAIN / no data.
     Raises DnsTempError when the answer can't be had right now."""
     import dns.exception
@@ -96,12 +102,12 @@ def query(resolver: Any, name: str, rdtype: str) -> list[str]:
     return [r.to_text() for r in answer.rrset]
 
 
-def addresses(resolver: Any, name: str) -> list[str]:
+def addresses(resolver: Resolver, name: str) -> list[str]:
     """A and AAAA of `name` (either may be empty)."""
     return query(resolver, name, "A") + query(resolver, name, "AAAA")
 
 
-def ptr_names(resolver: Any, ip: str) -> list[str]:
+def ptr_names(resolver: Resolver, ip: str) -> list[str]:
     import dns.reversename
     names = query(resolver, dns.reversename.from_address(ip).to_text(), "PTR")
     return [n.rstrip(".").lower() for n in names]
@@ -203,7 +209,8 @@ def parse_zones(plugin_name: str, entries: list, default_action: str,
     return zones
 
 
-def check_zones(resolver: Any, prefix: str, zones: list[Zone], log: Any) -> Listing | None:
+def check_zones(resolver: Resolver, prefix: str, zones: list[Zone],
+                log: logging.Logger) -> Listing | None:
     """First zone listing `prefix` (reversed IP or domain). A zone that can't
     be asked right now counts as not listing (fail open, like qpsmtpd), with
     a log line."""

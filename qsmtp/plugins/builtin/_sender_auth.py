@@ -26,6 +26,7 @@ from qsmtp import domains
 from qsmtp.plugins.api import Option, Plugin, PluginError
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.message import MessageBody
     from qsmtp.smtp.state import Session, Transaction
 
 
@@ -104,13 +105,13 @@ def coded(action: str, perm: str, temp: str, text: str) -> str:
     return f"{temp if action.startswith('denysoft') else perm} {text}"
 
 
-def parse_headers(body: Any) -> Any:
+def parse_headers(body: MessageBody) -> email.message.Message:
     """The message's header section as an email.message.Message."""
     parser = email.parser.BytesParser(policy=email.policy.compat32)
     return parser.parsebytes(body.header_block, headersonly=True)
 
 
-def from_domain_of(headers: Any) -> str:
+def from_domain_of(headers: email.message.Message) -> str:
     """Domain of the one RFC 5322 From: address; "" when there is none,
     several From: fields, or several addresses (RFC 7489 6.6.1)."""
     # raw_items: compat32 would turn 8-bit (RFC 6532) values into "??"

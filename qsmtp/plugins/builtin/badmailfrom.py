@@ -84,7 +84,7 @@ class AddressList:
         else:
             self.domains[domain] = message.strip() or None
 
-    def match(self, address: Any) -> tuple[bool, str | None]:
+    def match(self, address: Address) -> tuple[bool, str | None]:
         """(matched, entry's own message) for an `Address`."""
         domain = address.ascii_domain
         if domain is not None:

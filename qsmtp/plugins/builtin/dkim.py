@@ -57,6 +57,7 @@ from qsmtp.plugins.builtin._sender_auth import (
 from qsmtp.plugins.builtin.naughty import ACTIONS, act
 
 if TYPE_CHECKING:
+    from qsmtp.smtp.message import MessageBody
     from qsmtp.smtp.state import Session, Transaction
 
 
@@ -138,7 +139,7 @@ class Dkim(Plugin):
     # -- signing ---------------------------------------------------------------
     def sign(self, session: Session, txn: Transaction) -> None:
         import dkim
-        headers = parse_headers(txn.body)
+        headers = parse_headers(body_of(txn))
         from_domain = from_domain_of(headers)
         key = next((k for k in self.keys if from_domain and (
             from_domain == k["domain"] or from_domain.endswith("." + k["domain"]))), None)
@@ -150,7 +151,7 @@ class Dkim(Plugin):
         include = [h.lower() for h in self.opts.sign_headers if h.lower() in present]
         header, body = self.opts.canonicalization.split("/")
         try:
-            signature = dkim.sign(_wire(txn.body), key["selector"].encode(),
+            signature = dkim.sign(_wire(body_of(txn)), key["selector"].encode(),
                                   key["domain"].encode(), key["pem"],
                                   canonicalize=(header.encode(), body.encode()),
                                   include_headers=[h.encode() for h in include])
@@ -170,7 +171,7 @@ class Dkim(Plugin):
         import dkim
         serv = authserv_id(self)
         try:
-            checker = dkim.DKIM(_wire(txn.body), logger=self.log,
+            checker = dkim.DKIM(_wire(body_of(txn)), logger=self.log,
                                 timeout=self.opts.dns_timeout)
         except dkim.DKIMException as exc:  # a header section dkimpy can't parse
             signed = b"dkim-signature:" in body_of(txn).header_block.lower()
@@ -246,7 +247,7 @@ class Dkim(Plugin):
         return None
 
 
-def _wire(body: Any) -> bytes:
+def _wire(body: MessageBody) -> bytes:
     """The message as it came over the wire: CRLF line ends (DKIM hashes those)."""
     return b"".join(body.iter_chunks()).replace(b"\n", b"\r\n")
 

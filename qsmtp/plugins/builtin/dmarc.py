@@ -45,7 +45,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError
+from qsmtp.plugins.api import HookReturn, Option, Plugin, PluginError, body_of
 from qsmtp.plugins.builtin import _dns
 from qsmtp.plugins.builtin._sender_auth import (
     AUTHRES_OPTIONS,
@@ -166,7 +166,7 @@ class Dmarc(Plugin):
         return act(session, self, action, coded(action, perm, "4.7.1", text))
 
     def evaluate(self, session: Session, txn: Transaction) -> tuple[DmarcVerdict, str | None]:
-        from_domain = from_domain_of(parse_headers(txn.body))
+        from_domain = from_domain_of(parse_headers(body_of(txn)))
         if not from_domain:
             verdict = DmarcVerdict("permerror", "", reasons=["no single From: address"])
             return verdict, self.opts.bad_from_action

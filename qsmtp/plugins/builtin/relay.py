@@ -24,7 +24,7 @@ same name) is ignored.  Nothing is mapped: `strasse.test` is not
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qsmtp import domains
 from qsmtp.plugins.api import DENY, OK, HookReturn, Params, Plugin
@@ -67,7 +67,7 @@ class Relay(Plugin):
             known = self._client_ips[ip] = ip_in(ip, self.networks)
         return known
 
-    def decide(self, rcpt: Any, client: bool):
+    def decide(self, rcpt: Address, client: bool) -> HookReturn:
         if rcpt.domain is None:
             if rcpt.local_unquoted.lower() == "postmaster" and not rcpt.route:
                 return ACCEPTED
