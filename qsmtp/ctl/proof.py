@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qsmtp import sysvipc
+
+if TYPE_CHECKING:
+    from qsmtp.registry import Registry
 
 
 class NotProven(Exception):
     """The pid is not provably our supervisor; the message says why."""
 
 
-def verified_supervisor(registry: Any, pid: int) -> int:
+def verified_supervisor(registry: Registry, pid: int) -> int:
     """`pid` (from the registry header) if it is provably the supervisor that
     created `registry`'s segment and still has it attached, else NotProven."""
     shm_id = registry.shm.id

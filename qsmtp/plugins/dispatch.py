@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from qsmtp.plugins.api import DECLINED_RESULT, HOOKS, HookResult, Plugin, PluginError, Result
@@ -188,7 +188,7 @@ class _Alarm:
             left = max(self.prev_deadline - time.monotonic(), 1e-4)
             signal.setitimer(signal.ITIMER_REAL, left, self.prev_interval)
 
-    def _fire(self, signum: int, frame: Any) -> None:
+    def _fire(self, signum: int, frame: FrameType | None) -> None:
         if self.prev_deadline is not None and time.monotonic() >= self.prev_deadline:
             self.prev_deadline = None
             if callable(self.prev_handler):
