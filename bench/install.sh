@@ -36,6 +36,14 @@ SEL
     if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
+# Haraka 3.3.4 needs Node.js >= 20 (Debian 12's own nodejs is 18): say so
+# in one line rather than fail later in the middle of the run.
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+    echo "bench: Haraka 3.3.4 needs Node.js >= 20; this machine has $(node --version)" >&2
+    exit 1
+fi
+
 # Haraka: reinstalled only when the lock file changed (stamp = its copy).
 prefix="$HERE/work/haraka-npm"
 lock="$HERE/peers/haraka/package-lock.json"
