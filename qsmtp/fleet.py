@@ -23,12 +23,14 @@ import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from qsmtp import gossip, policy
 from qsmtp.app import App
 from qsmtp.exitcodes import EX_SOFTWARE
 from qsmtp.listeners import Listener
 from qsmtp.registry import Registry, RegistryError
+from qsmtp.settings import ServerSettings
 from qsmtp.worker import Worker
 
 log = logging.getLogger("qsmtp.supervisor")
@@ -69,11 +71,12 @@ class Fleet:
         self.gossip = gossip.Decoder()
 
     @property
-    def server(self):  # the current generation's [server] section
+    def server(self) -> ServerSettings:
+        """The current generation's [server] section."""
         return self.app.config.server
 
     # ---- the pool ------------------------------------------------------------
-    def pool_view(self, snap: dict) -> policy.PoolView:
+    def pool_view(self, snap: dict[str, Any]) -> policy.PoolView:
         """The current generation's workers not told to retire, with their
         registry state (a fresh fork has none yet: "starting")."""
         slots = {w["slot"]: w for w in snap["workers"]}

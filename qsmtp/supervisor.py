@@ -29,6 +29,7 @@ from qsmtp.exitcodes import EX_OK, EX_SOFTWARE
 from qsmtp.fleet import SIGNALS, Fleet
 from qsmtp.listeners import Listener
 from qsmtp.registry import Registry
+from qsmtp.settings import ServerSettings
 
 log = logging.getLogger("qsmtp.supervisor")
 
@@ -66,7 +67,8 @@ class Supervisor:
         self.started = time.monotonic()
 
     @property
-    def server(self):  # the current generation's [server] section
+    def server(self) -> ServerSettings:
+        """The current generation's [server] section."""
         return self.fleet.server
 
     # ---- set-up ----------------------------------------------------------------

@@ -30,10 +30,12 @@ from typing import Any
 
 from qsmtp import gossip, proxy_gate, systemd
 from qsmtp import log as qlog
+from qsmtp.app import App
 from qsmtp.listeners import Listener
+from qsmtp.registry import Registry
 from qsmtp.registry_layout import plain_ip
 from qsmtp.smtp.control import AbortSession
-from qsmtp.smtp.session import run_session
+from qsmtp.smtp.session import SessionSummary, run_session
 from qsmtp.smtp.state import ConnectionInfo
 
 log = logging.getLogger("qsmtp.worker")
@@ -54,7 +56,7 @@ class Control:
 
     __slots__ = ("stopping", "_registry", "_slot", "_next")
 
-    def __init__(self, registry, slot: int):
+    def __init__(self, registry: Registry, slot: int):
         self.stopping = False
         self._registry, self._slot, self._next = registry, slot, 0.0
 
@@ -73,9 +75,9 @@ def peer_of(address: tuple) -> tuple[str, int]:
 
 
 class Worker:
-    def __init__(self, *, app, listeners, registry, slot: int, generation: int,
-                 lifetime: int, lifeline: int, wake: int, ppid: int, base_nice: int | None,
-                 sigmask: Iterable[int]):
+    def __init__(self, *, app: App, listeners: list[Listener], registry: Registry,
+                 slot: int, generation: int, lifetime: int, lifeline: int, wake: int,
+                 ppid: int, base_nice: int | None, sigmask: Iterable[int]):
         self.app, self.listeners, self.registry = app, listeners, registry
         self.slot, self.generation, self.lifetime = slot, generation, lifetime
         self.lifeline, self.wake, self.ppid = lifeline, wake, ppid
@@ -217,7 +219,8 @@ class Worker:
         self._gossip(gossip.Kind.BUSY)
         self._title("busy", peer)
         started = time.monotonic()
-        summary, aborted = None, False
+        summary: SessionSummary | None = None
+        aborted = False
         try:
             self.in_session = True
             summary = run_session(self.app, conn, info, self.control)
@@ -239,7 +242,7 @@ class Worker:
         self._title("idle")
         self._log_summary(summary, info, time.monotonic() - started)
         qlog.unbind()
-        if summary is not None and getattr(summary, "plugin_failed", False):
+        if summary is not None and summary.plugin_failed:
             log.warning("a plugin failed in this session; worker %d retires", os.getpid())
             self.retire = True
 
@@ -260,7 +263,8 @@ class Worker:
         _close(conn)
         return False
 
-    def _log_summary(self, summary, info: ConnectionInfo, elapsed: float) -> None:
+    def _log_summary(self, summary: SessionSummary | None, info: ConnectionInfo,
+                     elapsed: float) -> None:
         """One line per session; the per-message lines (queued as ...) and
         refusals came before it with the same session id."""
         if summary is None or not log.isEnabledFor(logging.INFO):
