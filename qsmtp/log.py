@@ -18,9 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from types import TracebackType
 
 from qsmtp import systemd
 from qsmtp.smtp import chars
+
+_ExcInfo = (tuple[type[BaseException], BaseException, TracebackType | None]
+            | tuple[None, None, None])
 
 FIELDS = ("peer", "service", "worker", "session", "txn", "queue_id")
 
@@ -75,7 +79,7 @@ class EscapingFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         return escape(super().formatMessage(record))
 
-    def formatException(self, ei) -> str:
+    def formatException(self, ei: _ExcInfo) -> str:
         return "\n".join(escape(line) for line in super().formatException(ei).split("\n"))
 
 

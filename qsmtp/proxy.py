@@ -102,7 +102,7 @@ def _v1_address(text: str, version: int) -> str:
     return _plain(address)
 
 
-def _plain(address) -> str:
+def _plain(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """IPv4-mapped IPv6 as plain IPv4, as for a direct client."""
     mapped = getattr(address, "ipv4_mapped", None)
     return str(mapped or address)

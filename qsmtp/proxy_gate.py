@@ -18,8 +18,12 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qsmtp.proxy import Header, NeedMore, ProxyError, parse
+
+if TYPE_CHECKING:
+    from qsmtp.config import Config
 
 log = logging.getLogger("qsmtp.proxy")
 
@@ -44,7 +48,7 @@ class ProxyPolicy:
     timeout: float
 
     @classmethod
-    def from_config(cls, config) -> ProxyPolicy | None:
+    def from_config(cls, config: Config) -> ProxyPolicy | None:
         """None without a [proxy] section: the header is off, as before."""
         if not config.has_section("proxy"):
             return None

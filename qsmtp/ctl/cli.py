@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +31,9 @@ from qsmtp.ctl.users import user_group
 from qsmtp.exitcodes import EX_FAIL, EX_OK, EX_SOFTWARE
 from qsmtp.log import plural
 
+if TYPE_CHECKING:
+    from qsmtp.registry import Registry
+
 EPILOG = (f"Exit codes: {exitcodes.summary()}.  Shell completion: "
           'eval "$(_QSMTPCTL_COMPLETE=bash_source qsmtpctl)" (zsh_source, fish_source).')
 
@@ -46,7 +50,7 @@ cli.add_command(import_qpsmtpd)
 cli.add_command(metrics_http)
 
 
-def _read(registry):
+def _read(registry: Registry) -> dict[str, Any]:
     from qsmtp.registry import NotRunning
 
     try:
@@ -55,7 +59,7 @@ def _read(registry):
         raise NotRunning(registry.path) from exc
 
 
-def _snapshot_or_exit():
+def _snapshot_or_exit() -> tuple[dict[str, Any], Registry, dict[str, Any]]:
     """-> (settings, registry, snapshot with the published file's details);
     NotRunningExit when nothing runs."""
     settings, registry = attach()
@@ -70,7 +74,7 @@ def _snapshot_or_exit():
     return settings, registry, snap
 
 
-def _render(snap, fmt: str, as_json: bool) -> str:
+def _render(snap: dict[str, Any], fmt: str, as_json: bool) -> str:
     now = time.time()
     if as_json or fmt == "json":
         return render.dumps(snap, now)
@@ -118,7 +122,8 @@ def status(as_json: bool, fmt: str, watch: float | None) -> None:
         registry.detach()
 
 
-def _reload_outcome(snap, before: dict, wait_workers: bool) -> tuple[bool, str] | None:
+def _reload_outcome(snap: dict[str, Any], before: dict[str, Any],
+                    wait_workers: bool) -> tuple[bool, str] | None:
     """None while the reload is still under way; (ok, line) once decided."""
     sup = snap["supervisor"]
     if sup["reload_status"] == "failed" and sup["reload_time"] > before["time"]:
@@ -141,7 +146,7 @@ def _reload_outcome(snap, before: dict, wait_workers: bool) -> tuple[bool, str] 
                   f"({plural(len(workers), 'worker')})")
 
 
-def _follow(registry, pid: int):
+def _follow(registry: Registry, pid: int) -> Registry | None:
     """The registry again if a config-invalid supervisor replaced it by its
     normal one (same pid), else None while that one is being made."""
     from qsmtp.registry import NotRunning, Registry
@@ -227,7 +232,7 @@ def stop(timeout: float | None) -> None:
     fail(f"qsmtp (pid {pid}) still stopping after {timeout:g} s", EX_FAIL)
 
 
-def _prove(registry, pid: int) -> None:
+def _prove(registry: Registry, pid: int) -> None:
     """Signal only a pid proven to be this qsmtp's supervisor (ctl/proof.py):
     with --user the registry is the service user's to write."""
     from qsmtp.ctl.proof import NotProven, verified_supervisor

@@ -5,13 +5,19 @@ turning every failure into one line plus an exit code."""
 from __future__ import annotations
 
 import os
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from qsmtp.config import DEFAULT_PATH, Config, ConfigError, default_path, load, peek
 from qsmtp.exitcodes import EX_CONFIG, EX_FAIL, EX_NOPERM, EX_UNREADABLE
 from qsmtp.pidfile import alive as pid_alive  # noqa: F401  (ctl.cli imports it from here)
+
+if TYPE_CHECKING:
+    from qsmtp.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _META = "qsmtp.config"
 
@@ -29,7 +35,7 @@ def _remember(ctx: click.Context, _param: click.Parameter, value: str | None) ->
     return value
 
 
-def config_option(func):
+def config_option(func: F) -> F:
     return click.option(
         "--config", "-c", "config_path", metavar="PATH", expose_value=False,
         callback=_remember, is_eager=True, envvar="QSMTP_CONFIG",
@@ -67,7 +73,7 @@ def instance_settings() -> dict[str, Any]:
     return values
 
 
-def attach():
+def attach() -> tuple[dict[str, Any], Registry]:
     """-> (settings, Registry); exit 1 when nothing runs, 2 when unreadable."""
     from qsmtp.registry import NotRunning, Registry, RegistryPermissionError
 
@@ -89,7 +95,7 @@ class NotRunningExit(click.ClickException):
         super().__init__(message)
         self.settings = settings
 
-    def show(self, file=None) -> None:
+    def show(self, file: IO[Any] | None = None) -> None:
         click.echo(self.message, err=True)
 
 

@@ -19,6 +19,7 @@ import fcntl
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator, Mapping
 
 import click
 
@@ -32,6 +33,8 @@ from qsmtp.plugins.builtin._auth import (
     parse_passwd,
 )
 
+# change(lines, users) -> the new lines, run under the lock by _edit.
+Change = Callable[[list[str], Mapping[str, object]], list[str]]
 PLUGIN_NAMES = ("auth/file", "auth_file")
 MODE = 0o640
 file_option = click.option("--file", "-f", "path", metavar="PATH",
@@ -90,7 +93,7 @@ def _new_hash(user: str, from_stdin: bool, cost: int) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: str):
+def _locked(path: str) -> Iterator[None]:
     """Exclusive lock on <path>.lock, held while the file is rewritten."""
     try:
         fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, MODE)
@@ -143,7 +146,7 @@ def _write(path: str, lines: list[str]) -> None:
         os.close(dir_fd)
 
 
-def _edit(path: str, user: str, change) -> None:
+def _edit(path: str, user: str, change: Change) -> None:
     """Run change(lines, users) -> new lines under the lock, then write."""
     reason = check_user_name(user)
     if reason:
@@ -157,7 +160,7 @@ def _edit(path: str, user: str, change) -> None:
             fail(f"cannot write {path}: {exc.strerror or exc}", EX_FAIL)
 
 
-def _require(user: str, users, path: str, *, exists: bool) -> None:
+def _require(user: str, users: Mapping[str, object], path: str, *, exists: bool) -> None:
     """Asked before the password prompt and again under the lock: another
     qsmtpctl may have changed the file in between."""
     if exists and user not in users:
@@ -183,7 +186,7 @@ def add(user: str, path: str | None, password_stdin: bool, cost: int) -> None:
     _require(user, _read(path)[1], path, exists=False)
     hashed = _new_hash(user, password_stdin, cost)
 
-    def change(lines, users):
+    def change(lines: list[str], users: Mapping[str, object]) -> list[str]:
         _require(user, users, path, exists=False)
         return lines + [f"{user}:{hashed}"]
 
@@ -203,7 +206,7 @@ def passwd(user: str, path: str | None, password_stdin: bool, cost: int) -> None
     _require(user, _read(path)[1], path, exists=True)
     hashed = _new_hash(user, password_stdin, cost)
 
-    def change(lines, users):
+    def change(lines: list[str], users: Mapping[str, object]) -> list[str]:
         _require(user, users, path, exists=True)
         lines[_index(lines, user)] = f"{user}:{hashed}"
         return lines
@@ -220,7 +223,7 @@ def delete(user: str, path: str | None) -> None:
     """Remove USER."""
     path = _file(path)
 
-    def change(lines, users):
+    def change(lines: list[str], users: Mapping[str, object]) -> list[str]:
         _require(user, users, path, exists=True)
         del lines[_index(lines, user)]
         return lines

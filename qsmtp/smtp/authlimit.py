@@ -23,8 +23,12 @@ import logging
 import os
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from qsmtp.state import LeaseStore, StateUnavailable, lease_store, redis_configured, sqlite_path
+
+if TYPE_CHECKING:
+    from qsmtp.config import Config
 
 log = logging.getLogger("qsmtp.auth")
 
@@ -55,7 +59,7 @@ class FailureLimiter:
         self.fail_closed = fail_closed
 
     @classmethod
-    def from_config(cls, config) -> FailureLimiter:
+    def from_config(cls, config: Config) -> FailureLimiter:
         path = sqlite_path(config, "", FILENAME)
         where = (config.state.backend, config.state.url if redis_configured(config) else path)
         store = _stores.get(where) or _stores.setdefault(

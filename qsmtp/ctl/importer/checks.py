@@ -80,7 +80,7 @@ def _simple(name: str, target: str, renames: dict[str, str] | None = None,
     return handle
 
 
-def _typed(value: str):
+def _typed(value: str) -> int | float | str:
     if re.fullmatch(r"\d+", value):
         return int(value)
     if re.fullmatch(r"\d+\.\d*", value):

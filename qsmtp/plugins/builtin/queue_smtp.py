@@ -102,7 +102,7 @@ class QueueSmtp(Plugin):
             raise
         return client
 
-    def transfer(self, client: smtplib.SMTP, session: Session, txn: Transaction):
+    def transfer(self, client: smtplib.SMTP, session: Session, txn: Transaction) -> HookReturn:
         """MAIL, RCPT..., DATA; returns the hook result for the client."""
         options = self.mail_options(client, txn)
         if "SMTPUTF8" in options:
@@ -146,14 +146,14 @@ class QueueSmtp(Plugin):
             options.append("SMTPUTF8")
         return options
 
-    def verdict(self, session: Session, failures: list[tuple[int, str]]):
+    def verdict(self, session: Session, failures: list[tuple[int, str]]) -> HookReturn:
         """One reply for the client from the upstream's refusals: temporary
         if any of them is (a retry can succeed), else the first permanent one."""
         soft = [f for f in failures if f[0] < 500]
         code, text = (soft or failures)[0]
         return self.refused(session, code, text)
 
-    def refused(self, session: Session, code: int, text: str):
+    def refused(self, session: Session, code: int, text: str) -> HookReturn:
         self.log.warning("session %s: upstream %s:%s refused: %s %s",
                          session.id, self.host, self.port, code, text)
         if 500 <= code < 600:
