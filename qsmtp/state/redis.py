@@ -17,12 +17,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
+
 from qsmtp.state.base import GreyRules
 from qsmtp.state.errors import StateUnavailable
+
+T = TypeVar("T")
 
 TIMEOUT = 1.0
 PREFIX = "qsmtp:"
@@ -114,7 +117,7 @@ class Connection:
             self._scripts, self._pid = {}, os.getpid()
         return self._client
 
-    def run(self, fn: Callable[[redis.Redis], Any]) -> Any:
+    def run(self, fn: Callable[[redis.Redis], T]) -> T:
         try:
             return fn(self.client())
         except redis.RedisError as exc:
@@ -163,8 +166,9 @@ class RedisGrey:
             _num(now), _num(rules.black), _num(rules.grey), _num(rules.white)]))
 
     def counts(self, key: str) -> tuple[int, int] | None:
-        passes, blocked = self.conn.run(
+        row: list[Any] = self.conn.run(
             lambda c: c.hmget(PREFIX + "grey:" + key, "passes", "blocked"))
+        passes, blocked = row
         return None if passes is None else (int(passes), int(blocked))
 
     def purge(self, now: float, rules: GreyRules) -> None:

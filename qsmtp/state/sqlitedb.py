@@ -17,9 +17,11 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from qsmtp.state.errors import StateUnavailable
+
+T = TypeVar("T")
 
 BUSY_MS = 2000
 
@@ -68,21 +70,21 @@ class LazyDB:
         self._conn, self._pid = conn, os.getpid()
         return conn
 
-    def _retry(self, fn: Callable[[], Any]) -> Any:
-        for attempt in range(self.attempts):
+    def _retry(self, fn: Callable[[], T]) -> T:
+        for attempt in range(self.attempts - 1):
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or attempt == self.attempts - 1:
+                if not _is_busy(exc):
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
-        return None
+        return fn()  # the last attempt: busy or not, its error is the caller's
 
-    def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) in one BEGIN IMMEDIATE transaction, retried when busy."""
         conn = self.connection()
 
-        def once() -> Any:
+        def once() -> T:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
