@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cases as casemod  # noqa: E402
-import coldstart  # noqa: E402
-import greetprobe  # noqa: E402
-import procstat  # noqa: E402
-import report  # noqa: E402
-import servers  # noqa: E402
-import stack  # noqa: E402
-from instance import VENV_PY, stop_pid  # noqa: E402
+import cases as casemod
+import coldstart
+import greetprobe
+import procstat
+import report
+import servers
+import stack
+from instance import VENV_PY, stop_pid
 
 HERE = Path(__file__).resolve().parent
 BASE_PORT = 27100

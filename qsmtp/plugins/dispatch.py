@@ -228,7 +228,7 @@ def _import(name: str) -> tuple[ModuleType, str | None]:
         if exc.name and module_name.startswith(exc.name):
             raise PluginError(name, "name", f"no such plugin (module {module_name})") from None
         raise PluginError(name, "name", f"cannot import {module_name}: {exc}") from None
-    except Exception as exc:  # SyntaxError, errors at import time
+    except Exception as exc:  # noqa: BLE001 - SyntaxError, errors at import time
         raise PluginError(name, "name",
                           f"cannot import {module_name}: {type(exc).__name__}: {exc}") from None
 
@@ -261,5 +261,5 @@ def instantiate(name: str, options: dict[str, Any], config: Config) -> Plugin:
         return cls(config, name, options)
     except PluginError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any bug in setup() is a load error (exit 78)
         raise PluginError(name, "setup", f"{type(exc).__name__}: {exc}") from None

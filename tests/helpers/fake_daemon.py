@@ -54,7 +54,7 @@ class FakeDaemon:
                 conn.settimeout(10)
                 try:
                     self.seen.append(self.handler(conn))
-                except BaseException as exc:  # reported by close()
+                except BaseException as exc:  # noqa: BLE001 - reported by close()
                     self.errors.append(exc)
 
     def close(self) -> None:

@@ -309,7 +309,7 @@ def test_config_check_creates_nothing(tmp_path):
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="needs root to check as another user")
-def test_config_check_as_root_checks_as_the_service_user(runtime_dir):  # noqa: F811
+def test_config_check_as_root_checks_as_the_service_user(runtime_dir):
     tmp_path = Path(runtime_dir)  # reachable by nobody
     # Root could create the maildir; the service user (here nobody) could
     # not, and the reload would fail: so does the check, creating nothing.
@@ -327,7 +327,7 @@ def test_config_check_as_root_checks_as_the_service_user(runtime_dir):  # noqa: 
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="needs root to run as nobody")
-def test_config_check_callers_own_permission_problem_is_not_78(runtime_dir):  # noqa: F811
+def test_config_check_callers_own_permission_problem_is_not_78(runtime_dir):
     tmp_path = Path(runtime_dir)
     path = _conf_with_maildir(tmp_path, tmp_path / "maildir")
     os.chmod(path, 0o600)  # root's file: nobody cannot read it

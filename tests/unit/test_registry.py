@@ -226,7 +226,7 @@ def test_worker_after_fork_writes_shared_memory(reg):
             reg.set_slot(index, os.getpid(), 2)
             code = 0 if reg.mark_busy(index, "10.0.0.1", "smtp", 5) is None else 3
             reg.heartbeat(index)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the forked child reports by exit code
             code = 4
         os._exit(code)
     _, status = os.waitpid(pid, 0)

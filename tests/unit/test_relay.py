@@ -28,7 +28,7 @@ def make_relay(tmp_path, clients='["127.0.0.1/32"]',
     return Relay(cfg, "relay", {}), cfg
 
 
-def A(local, domain=None, route=()):  # noqa: N802 - reads like the table
+def A(local, domain=None, route=()):
     return Address(local=local, domain=domain, route=tuple(route))
 
 

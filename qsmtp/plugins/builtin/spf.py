@@ -156,7 +156,7 @@ class Spf(Plugin):
 def _received_spf(query: Any, result: str) -> str:
     try:
         return query.get_header(result)
-    except Exception:  # pyspf builds the comment from query state; never fatal
+    except Exception:  # noqa: BLE001 - pyspf builds it from query state; never fatal
         return ""
 
 
