@@ -108,7 +108,8 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
     return value
 
 
-def _file_values(data: Mapping[str, Any], path: str) -> tuple[dict, list, dict]:
+def _file_values(data: Mapping[str, Any],
+                 path: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, bool]]:
     values: dict[str, Any] = {}
     present: dict[str, bool] = {}
     plugins = data.get("plugins", [])

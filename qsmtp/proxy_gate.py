@@ -43,7 +43,7 @@ class Endpoints:
 @dataclass(frozen=True)
 class ProxyPolicy:
     protocol: str
-    trusted: tuple
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     services: tuple[str, ...]
     timeout: float
 

@@ -21,7 +21,6 @@ from qsmtp.ctl.common import (
     attach,
     config_option,
     fail,
-    pid_alive,
     signal_supervisor,
 )
 from qsmtp.ctl.configcmd import config_group
@@ -30,6 +29,7 @@ from qsmtp.ctl.metrics import metrics_http
 from qsmtp.ctl.users import user_group
 from qsmtp.exitcodes import EX_FAIL, EX_OK, EX_SOFTWARE
 from qsmtp.log import plural
+from qsmtp.pidfile import alive as pid_alive
 
 if TYPE_CHECKING:
     from qsmtp.registry import Registry

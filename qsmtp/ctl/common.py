@@ -12,7 +12,6 @@ import click
 
 from qsmtp.config import DEFAULT_PATH, Config, ConfigError, default_path, load, peek
 from qsmtp.exitcodes import EX_CONFIG, EX_FAIL, EX_NOPERM, EX_UNREADABLE
-from qsmtp.pidfile import alive as pid_alive  # noqa: F401  (ctl.cli imports it from here)
 
 if TYPE_CHECKING:
     from qsmtp.registry import Registry

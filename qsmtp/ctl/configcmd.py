@@ -68,7 +68,7 @@ def validate(path: str | None, flags: Mapping[str, Any] | None = None,
     return config
 
 
-def show_lines(config: Config, listeners: list[dict] | None = None) -> list[str]:
+def show_lines(config: Config, listeners: list[dict[str, Any]] | None = None) -> list[str]:
     """TOML-ish: sections in table order, `key = value  # origin`. With the
     running instance's `listeners` from systemd, `listen` shows those (the
     file's value is ignored under socket activation)."""
@@ -89,13 +89,13 @@ def show_lines(config: Config, listeners: list[dict] | None = None) -> list[str]
     return lines
 
 
-def _systemd_listen(listeners: list[dict]) -> tuple[str, str, str]:
+def _systemd_listen(listeners: list[dict[str, Any]]) -> tuple[str, str, str]:
     addresses = toml_value([ln["address"] for ln in listeners])
     names = ", ".join(ln["service"] for ln in listeners)
     return "listen", addresses, f"from systemd ({names}); the file's value is ignored"
 
 
-def running_listeners(config: Config) -> list[dict] | None:
+def running_listeners(config: Config) -> list[dict[str, Any]] | None:
     """The sockets the running instance serves (published at start), or
     None when none runs or its registry is not ours to read."""
     from qsmtp.registry import NotRunning, Registry, RegistryPermissionError

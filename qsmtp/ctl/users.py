@@ -28,6 +28,7 @@ from qsmtp.exitcodes import EX_CONFIG, EX_FAIL
 from qsmtp.plugins.builtin._auth import (
     DEFAULT_LN,
     PasswdFormatError,
+    ScryptHash,
     check_user_name,
     hash_password,
     parse_passwd,
@@ -106,7 +107,7 @@ def _locked(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _read(path: str) -> tuple[list[str], dict]:
+def _read(path: str) -> tuple[list[str], dict[str, ScryptHash]]:
     try:
         with open(path, encoding="utf-8") as handle:
             return parse_passwd(handle.read(), path)

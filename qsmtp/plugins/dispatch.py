@@ -113,7 +113,7 @@ class Dispatcher:
             self._armed = False
 
     def _run_calls(self, calls: tuple[Call, ...], hook: str, session: Session,
-                   args: tuple, alarm: _Alarm | None) -> HookResult:
+                   args: tuple[Any, ...], alarm: _Alarm | None) -> HookResult:
         for name, method in calls:
             result = self._call_one(name, method, hook, session, args, alarm)
             if result.result is not Result.DECLINED:
@@ -122,7 +122,7 @@ class Dispatcher:
         return DECLINED_RESULT
 
     def _call_one(self, name: str, method: Callable[..., Any], hook: str, session: Session,
-                  args: tuple, alarm: _Alarm | None) -> HookResult:
+                  args: tuple[Any, ...], alarm: _Alarm | None) -> HookResult:
         try:
             if alarm is None:
                 return HookResult.of(method(session, *args))

@@ -104,11 +104,11 @@ class Connection:
 
     def __init__(self, url: str):
         self.url, self.where = url, where(url)
-        self._client: redis.Redis | None = None
+        self._client: redis.Redis[str] | None = None
         self._scripts: dict[str, Any] = {}
         self._pid = 0
 
-    def client(self) -> redis.Redis:
+    def client(self) -> redis.Redis[str]:
         if self._client is None or self._pid != os.getpid():
             # The parent's client is dropped, not closed: its sockets are the parent's.
             self._client = redis.Redis.from_url(
@@ -117,7 +117,7 @@ class Connection:
             self._scripts, self._pid = {}, os.getpid()
         return self._client
 
-    def run(self, fn: Callable[[redis.Redis], T]) -> T:
+    def run(self, fn: Callable[[redis.Redis[str]], T]) -> T:
         try:
             return fn(self.client())
         except redis.RedisError as exc:
@@ -129,7 +129,7 @@ class Connection:
             raise
 
     def script(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        def call(client: redis.Redis) -> Any:
+        def call(client: redis.Redis[str]) -> Any:
             script = self._scripts.get(source)
             if script is None:
                 script = self._scripts[source] = client.register_script(source)

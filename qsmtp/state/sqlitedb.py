@@ -17,7 +17,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from qsmtp.state.errors import StateUnavailable
 
@@ -99,7 +99,7 @@ class LazyDB:
         except sqlite3.Error as exc:
             raise DbUnavailable(f"{self.path}: {exc}") from None
 
-    def read(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         conn = self.connection()
         try:
             return self._retry(lambda: conn.execute(sql, args).fetchall())

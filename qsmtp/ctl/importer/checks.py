@@ -14,7 +14,7 @@ from collections.abc import Callable
 from qsmtp.ctl.importer.model import PluginOut, Translation
 from qsmtp.ctl.importer.reader import Line, QpsmtpdDir
 
-Handler = Callable[[QpsmtpdDir, Translation, Line, list], None]
+Handler = Callable[[QpsmtpdDir, Translation, Line, list[str]], None]
 # What makes a badmailfrom/badrcptto line a regular expression (qpsmtpd's is_match).
 ADDRESS_REGEX = re.compile(r"[/^$*+!%?\\]")
 HELO_REGEX = re.compile(r"[{}\[\]()^$|*+?\\!]")  # helo's is_in_badhelo
@@ -30,7 +30,7 @@ SPAMASSASSIN = {"spamd_socket": "address", "reject_threshold": "reject_score",
 HELO_LENIENT_EXTRAS = ["invalid_localhost", "is_bare_ip", "claims_us", "is_forged_literal"]
 
 
-def pairs(t: Translation, line: Line, args: list) -> dict[str, str]:
+def pairs(t: Translation, line: Line, args: list[str]) -> dict[str, str]:
     if len(args) % 2:
         t.drop(line.origin, f"argument {args[-1]!r}", "a key without a value")
     return {key.lower(): value for key, value in zip(args[::2], args[1::2], strict=False)}
@@ -48,7 +48,7 @@ def action_of(opts: dict[str, str]) -> str | None:
     return {"temp": "denysoft", "disconnect": "deny_disconnect"}.get(kind, "deny")
 
 
-def _set_action(t: Translation, plugin: PluginOut, line: Line, opts: dict,
+def _set_action(t: Translation, plugin: PluginOut, line: Line, opts: dict[str, str],
                 key: str = "action") -> None:
     action = action_of(opts)
     if action:
@@ -57,7 +57,7 @@ def _set_action(t: Translation, plugin: PluginOut, line: Line, opts: dict,
         opts.pop(used, None)
 
 
-def _leftovers(t: Translation, line: Line, name: str, opts: dict) -> None:
+def _leftovers(t: Translation, line: Line, name: str, opts: dict[str, str]) -> None:
     for key, value in opts.items():
         t.drop(line.origin, f"{name} {key} {value}", "no such option in qsmtp")
 
@@ -66,7 +66,7 @@ def _simple(name: str, target: str, renames: dict[str, str] | None = None,
             action_key: str | None = "action", files: dict[str, str] | None = None
             ) -> Handler:
     """Plugins whose options are qpsmtpd's under other names (or the same)."""
-    def handle(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+    def handle(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
         opts = pairs(t, line, args)
         plugin = t.plugin(target, line.origin)
         if action_key:
@@ -99,7 +99,7 @@ def _address_list(kind: str, patterns_file: bool = False) -> Handler:
     """badmailfrom / badrcptto: entries and regex lines of config/KIND; the
     KIND_patterns file only for check_KIND_patterns (qpsmtpd < 0.94 read it
     there alone).  Both plugins listed -> one table."""
-    def handle(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+    def handle(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
         opts = pairs(t, line, args)
         plugin = t.plugin(kind, line.origin)
         _set_action(t, plugin, line, opts)
@@ -130,7 +130,7 @@ def unused_pattern_files(qp: QpsmtpdDir, t: Translation) -> None:
 
 
 def _helo(policy_default: str | None) -> Handler:
-    def handle(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+    def handle(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
         opts = pairs(t, line, args)
         plugin = t.plugin("helo", line.origin)
         _set_action(t, plugin, line, opts)
@@ -147,7 +147,7 @@ def _helo(policy_default: str | None) -> Handler:
     return handle
 
 
-def _dnsbl(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _dnsbl(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     opts = pairs(t, line, args)
     plugin = t.plugin("dnsbl", line.origin)
     _set_action(t, plugin, line, opts)
@@ -171,7 +171,7 @@ def _dnsbl(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
         t.option(plugin, "message", message.text, message.origin)
 
 
-def _rhsbl(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _rhsbl(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     opts = pairs(t, line, args)
     plugin = t.plugin("rhsbl", line.origin)
     _set_action(t, plugin, line, opts)
@@ -190,7 +190,7 @@ def _rhsbl(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
     _file_list(qp, t, plugin, "rhsbl_allow", "allow", qp.lines("rhsbl_allow"))
 
 
-def _hosts_allow(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _hosts_allow(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     plugin = t.plugin("hosts_allow", line.origin)
     _file_list(qp, t, plugin, "hosts_allow", "rules", qp.lines("hosts_allow"))
     if args:
@@ -200,7 +200,7 @@ def _hosts_allow(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None
 
 def _positional(target: str, key: str) -> Handler:
     """`loop 50`, `count_unrecognized_commands 4`: one number."""
-    def handle(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+    def handle(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
         plugin = t.plugin(target, line.origin)
         if args and args[0].isdigit():
             t.option(plugin, key, int(args[0]), line.origin)
@@ -209,7 +209,7 @@ def _positional(target: str, key: str) -> Handler:
     return handle
 
 
-def _earlytalker(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _earlytalker(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     opts = pairs(t, line, args)
     plugin = t.plugin("earlytalker", line.origin)
     old = opts.pop("action", None)
@@ -225,7 +225,7 @@ def _earlytalker(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None
     _leftovers(t, line, "earlytalker", opts)
 
 
-def _spf(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _spf(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     opts = pairs(t, line, args)
     plugin = t.plugin("spf", line.origin)
     given = opts.pop("reject", opts.pop("spf_deny", "1"))
@@ -242,7 +242,7 @@ def _spf(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
     _leftovers(t, line, "sender_permitted_from", opts)
 
 
-def _greylisting(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _greylisting(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     # Options come from the plugin line and from config/denysoft_greylist.
     extra = [word for entry in qp.lines("denysoft_greylist") for word in entry.text.split()]
     _simple("greylisting", "greylisting", GREYLIST_SAME, None, GREYLIST_FILES)(
@@ -256,14 +256,14 @@ def _greylisting(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None
         t.option(plugin, "db_path", f"{directory}/greylisting.sqlite", line.origin)
 
 
-def _spamassassin(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _spamassassin(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     _simple("spamassassin", "spamassassin", SPAMASSASSIN, None)(qp, t, line, args)
     address = t.plugin("spamassassin", line.origin).options.get("address")
     if address and str(address.value).startswith("/"):
         address.value = f"unix:{address.value}"  # qpsmtpd: a path is spamd's socket
 
 
-def _clamdscan(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _clamdscan(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     opts = pairs(t, line, args)
     plugin = t.plugin("clamav", line.origin)
     if "clamd_socket" in opts:
@@ -280,7 +280,7 @@ def _clamdscan(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
     _leftovers(t, line, "virus/clamdscan", opts)
 
 
-def _basicheaders(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _basicheaders(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     opts = pairs(t, line, args)
     plugin = t.plugin("basicheaders", line.origin)
     _set_action(t, plugin, line, opts)

@@ -16,7 +16,7 @@ from qsmtp.ctl.importer import checks
 from qsmtp.ctl.importer.model import Translation
 from qsmtp.ctl.importer.reader import Line, QpsmtpdDir
 
-Handler = Callable[[QpsmtpdDir, Translation, Line, list], None]
+Handler = Callable[[QpsmtpdDir, Translation, Line, list[str]], None]
 
 DROPPED = {
     "domainkeys": "DomainKeys is obsolete (RFC 4870 is historic); use the dkim plugin",
@@ -80,7 +80,7 @@ def map_plugins(qp: QpsmtpdDir, t: Translation) -> None:
                                   "/var/spool/qsmtp/maildir: set [queue]")
 
 
-def handle_line(qp: QpsmtpdDir, t: Translation, line: Line, name: str, args: list) -> None:
+def handle_line(qp: QpsmtpdDir, t: Translation, line: Line, name: str, args: list[str]) -> None:
     if name.startswith("logging/"):
         t.drop(line.origin, name, "qsmtp logs to the journal (or stderr) itself")
     elif name in DROPPED:
@@ -101,7 +101,7 @@ def handle_line(qp: QpsmtpdDir, t: Translation, line: Line, name: str, args: lis
 
 
 # -- queue -------------------------------------------------------------------------
-def _queue_maildir(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _queue_maildir(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     t.set("queue.backend", "maildir", line.origin)
     if args:
         t.set("queue.path", args[0], line.origin)
@@ -110,7 +110,7 @@ def _queue_maildir(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> No
                "per-user maildir templates are not supported: one maildir")
 
 
-def _queue_smtp_forward(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _queue_smtp_forward(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     if not args:
         t.ask(line.origin, "queue/smtp-forward without a host: set [queue] upstream")
         return
@@ -120,7 +120,7 @@ def _queue_smtp_forward(qp: QpsmtpdDir, t: Translation, line: Line, args: list) 
     t.set("queue.upstream", f"{host}:{port}", line.origin)
 
 
-def _queue_local_mta(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _queue_local_mta(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     name = line.text.split()[0]
     t.set("queue.backend", "smtp", line.origin)
     t.set("queue.upstream", "127.0.0.1:10025", line.origin)
@@ -130,7 +130,7 @@ def _queue_local_mta(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> 
 
 
 # -- TLS and AUTH ------------------------------------------------------------------
-def _tls(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _tls(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     cert = args[0] if args else qp.path("ssl/qpsmtpd-server.crt")
     key = args[1] if len(args) > 1 else qp.path("ssl/qpsmtpd-server.key")
     t.set("tls.cert", cert, line.origin)
@@ -144,7 +144,7 @@ def _tls(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
                "qsmtp uses OpenSSL's defaults with TLS 1.2 at least")
 
 
-def _auth_flat_file(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _auth_flat_file(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     plugin = t.plugin("auth/file", line.origin)
     t.option(plugin, "path", "/etc/qsmtp/users", line.origin)
     _auth_tls(qp, t, line)
@@ -157,7 +157,7 @@ def _auth_flat_file(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> N
         t.ask(where, "no users: add them with `qsmtpctl user add NAME`")
 
 
-def _auth_checkpassword(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _auth_checkpassword(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     opts = dict(zip(args[::2], args[1::2], strict=False))
     plugin = t.plugin("auth/checkpassword", line.origin)
     program = opts.get("checkpw", "")
@@ -180,7 +180,7 @@ def _auth_tls(qp: QpsmtpdDir, t: Translation, line: Line) -> None:
            "auth.plaintext_services to allow it in clear text")
 
 
-def _unsupported_auth(qp: QpsmtpdDir, t: Translation, line: Line, args: list) -> None:
+def _unsupported_auth(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
     name = line.text.split()[0]
     t.ask(line.origin, f"{name}: qsmtp has auth/file and auth/checkpassword; "
                        "vpopmail, LDAP and CVM work through a checkpassword program")

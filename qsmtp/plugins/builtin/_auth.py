@@ -73,8 +73,8 @@ class ScryptHash:
         return hmac.compare_digest(self.derive(password), self.key)  # constant time
 
     def __str__(self) -> str:
-        b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
-        return f"$scrypt$ln={self.ln},r={self.r},p={self.p}${b64(self.salt)}${b64(self.key)}"
+        salt, key = (base64.b64encode(raw).decode("ascii") for raw in (self.salt, self.key))
+        return f"$scrypt$ln={self.ln},r={self.r},p={self.p}${salt}${key}"
 
 
 def _scrypt(password: bytes, salt: bytes, ln: int, r: int, p: int, size: int) -> bytes:

@@ -123,7 +123,10 @@ def reversed_ip(ip: str) -> str:
     return ".".join(reversed(addr.exploded.replace(":", "")))
 
 
-def ip_in(ip: str, networks: list) -> bool:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def ip_in(ip: str, networks: list[Network]) -> bool:
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -133,9 +136,9 @@ def ip_in(ip: str, networks: list) -> bool:
     return any(addr.version == n.version and addr in n for n in networks)
 
 
-def parse_networks(plugin_name: str, key: str, entries: list) -> list:
+def parse_networks(plugin_name: str, key: str, entries: list[object]) -> list[Network]:
     """CIDR strings -> ip_network list; bad entries fail at load."""
-    nets = []
+    nets: list[Network] = []
     for entry in entries:
         try:
             nets.append(ipaddress.ip_network(str(entry).strip(), strict=False))
@@ -153,7 +156,8 @@ _LIST_ERRORS = ipaddress.ip_network("127.255.255.0/24")
 class Zone:
     """One DNS list: its name, what to do on a hit, which A answers count."""
 
-    def __init__(self, zone: str, action: str, match: list, message: str | None):
+    def __init__(self, zone: str, action: str,
+                 match: list[ipaddress.IPv4Address | ipaddress.IPv6Address], message: str | None):
         self.zone, self.action, self.match, self.message = zone, action, match, message
 
     def counts(self, answer: str) -> bool:
@@ -174,7 +178,7 @@ class Listing:
         return f"Listing({self.zone.zone!r}, {self.answers!r}, {self.txt!r})"
 
 
-def parse_zones(plugin_name: str, entries: list, default_action: str,
+def parse_zones(plugin_name: str, entries: list[object], default_action: str,
                 actions: tuple[str, ...]) -> list[Zone]:
     """`zones` option: "bl.example" or {zone, action, match = [IP...], message}."""
     zones = []

@@ -65,7 +65,7 @@ class AuthFile(AuthBackend):
         if not self.opts.path:
             raise PluginError(self.name, "path", "required (the password file)")
         self.users: dict[str, ScryptHash] = {}
-        self.stamp: tuple | None = None
+        self.stamp: tuple[int, int, int, int] | None = None
         try:
             self._load(os.stat(self.opts.path))
         except OSError as exc:
@@ -108,5 +108,5 @@ class AuthFile(AuthBackend):
         return stored.matches(password)
 
 
-def _stamp(st: os.stat_result) -> tuple:
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

@@ -42,10 +42,11 @@ if TYPE_CHECKING:
 class AddressList:
     """Exact, @domain and pattern entries, each with an optional message."""
 
-    def __init__(self, plugin: str, entries: list, patterns: list, file: str = ""):
+    def __init__(self, plugin: str, entries: list[object], patterns: list[object],
+                 file: str = ""):
         self.exact: dict[str, str | None] = {}
         self.domains: dict[str, str | None] = {}
-        self.patterns: list[tuple[re.Pattern, str | None]] = []
+        self.patterns: list[tuple[re.Pattern[str], str | None]] = []
         lines = list(entries)
         if file:
             try:

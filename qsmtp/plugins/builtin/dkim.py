@@ -102,7 +102,7 @@ class Dkim(Plugin):
         self.keys.sort(key=lambda k: -len(k["domain"]))  # most specific first
         self.resolver = _dns.make_resolver(self)
 
-    def _signing_key(self, entry: Any) -> dict:
+    def _signing_key(self, entry: Any) -> dict[str, Any]:
         from dkim.crypto import UnparsableKeyError, parse_pem_private_key
         if not isinstance(entry, dict) or set(entry) != {"domain", "selector", "key"} or \
                 not all(isinstance(v, str) and v for v in entry.values()):

@@ -166,7 +166,7 @@ def _install_lookup(spf_module: Any) -> None:
         return
     original = spf_module.DNSLookup
 
-    def lookup(name: str, qtype: str, strict: bool = True, timeout: float = 30) -> list:
+    def lookup(name: str, qtype: str, strict: bool = True, timeout: float = 30) -> list[Any]:
         current = _RESOLVER.get()
         if current is None:  # someone else's pyspf use in this process
             return original(name, qtype, strict, timeout)
@@ -180,7 +180,8 @@ def _install_lookup(spf_module: Any) -> None:
     spf_module.DNSLookup = lookup
 
 
-def _lookup(spf_module: Any, resolver: Any, name: str, qtype: str, left: float) -> list:
+def _lookup(spf_module: Any, resolver: Any, name: str, qtype: str,
+            left: float) -> list[Any]:
     """pyspf's DNSLookup contract: [((name, type), value)], [] for no data,
     spf.TempError when DNS can't answer now."""
     import dns.exception
