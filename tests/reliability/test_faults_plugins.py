@@ -72,10 +72,6 @@ def open_rcpt(srv, local: str) -> tuple[Raw, int, bytes, float]:
     return client, pid, reply, time.monotonic() - t0
 
 
-def busy_pids(srv) -> set[int]:
-    return {w["pid"] for w in srv.snapshot()["workers"] if w["state"] == "busy"}
-
-
 def test_hanging_and_raising_hooks_451_worker_recycled(fleet):
     srv = start(fleet)
     bystander = Bystander(srv.port)
@@ -129,7 +125,6 @@ def test_stubborn_hook_killed_by_heartbeat(fleet):
             client.reply()
             client.cmd("EHLO fault.test")
             client.cmd("MAIL FROM:<a@outside.test>")
-            busy_pids(srv)
             client.send(b"RCPT TO:<stubborn@example.test>\r\n")
             t0 = time.monotonic()
             try:
