@@ -15,7 +15,6 @@ must not look like every worker went silent.  Only what qsmtpctl displays
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import random
@@ -210,7 +209,7 @@ class Fleet:
         if rec is None or rec.retiring:
             return
         rec.retiring = True
-        kill(pid, signal.SIGHUP)
+        _kill(pid, signal.SIGHUP)
 
     def reap(self) -> None:
         while True:
@@ -255,7 +254,7 @@ class Fleet:
             if rec and slot["heartbeat"] and now - slot["heartbeat"] > limit:
                 log.error("worker %d silent for %.0fs (> 2 x timeout): killing it",
                           rec.pid, now - slot["heartbeat"], extra={"worker": rec.pid})
-                kill(rec.pid, signal.SIGKILL)
+                _kill(rec.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         """TERM to every worker; from now on their exits are expected."""
@@ -264,7 +263,7 @@ class Fleet:
 
     def kill_all(self, sig: int) -> None:
         for pid in list(self.workers):
-            kill(pid, sig)
+            _kill(pid, sig)
 
     def reap_all(self) -> None:
         """Wait for each worker (after SIGKILL, when the supervisor fails)."""
@@ -274,11 +273,7 @@ class Fleet:
             self.workers.pop(pid, None)
 
 
-def kill(pid: int, sig: int) -> None:
-    try:
+def _kill(pid: int, sig: int) -> None:
+    # ESRCH: already gone, the reap will tell.  Anything else (EPERM) is a bug.
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass  # already gone: the reap will tell
-    except OSError as exc:
-        if exc.errno != errno.ESRCH:
-            raise
