@@ -39,6 +39,14 @@ def check(path: str | None, as_user: str | None) -> None:
         fail(str(exc), EX_CONFIG)
     as_whom = f" (as {account.name})" if account else ""
     if account and os.geteuid() == 0 and account.uid != 0:
+        # First as the caller, as `qsmtp serve` loads before it drops: that
+        # imports every module the check runs (the service user may not be
+        # able to read a checkout in a mode-0700 home), and a config that
+        # is invalid for root is invalid for everyone.
+        try:
+            validate(path, check_only=True)
+        except ConfigError as exc:
+            fail(str(exc), EX_CONFIG)
         code, message = checkas.run_as(account, lambda: validate(path, check_only=True))
         if code:
             fail(message, code)
