@@ -188,10 +188,14 @@ class Dkim(Plugin):
             add_result(txn, serv, authres.DKIMAuthenticationResult(result="none"))
         for v in verdicts:
             clause = authres.dkim_b.DKIMAuthenticationResult(
-                result=v.result, result_comment=v.reason or None, header_d=v.domain or None,
-                header_b=v.b or None)
+                result=v.result, result_comment=v.reason or None, header_d=v.domain or None)
             if v.selector:
                 clause.header_s = v.selector
+            # header.b last: a b= prefix with "/" or "=" is written quoted,
+            # and authres's own parser (like other readers) loses a quoted
+            # header.b when another property follows it.
+            if v.b:
+                clause.header_b = v.b
             add_result(txn, serv, clause)
             self.log.info("session %s: dkim=%s d=%s s=%s %s", session.id, v.result,
                           v.domain, v.selector, v.reason)
