@@ -126,8 +126,8 @@ class Dispatcher:
         try:
             if alarm is None:
                 return HookResult.of(method(session, *args))
-            alarm.start()
             try:
+                alarm.start()  # inside the try: stop() always follows a start()
                 value = method(session, *args)
             finally:
                 alarm.stop()
@@ -167,6 +167,11 @@ class _Alarm:
 
     def install(self) -> None:
         self.prev_handler = _swap_handler(_SIGALRM, self._fire)
+        if not callable(self.prev_handler):
+            # No handler of anyone's: no timer of anyone's to honour (qsmtp
+            # arms one only with its handler installed). One syscall fewer
+            # per hook run than reading the timer.
+            return
         delay, self.prev_interval = signal.setitimer(signal.ITIMER_REAL, 0)
         self.prev_deadline = time.monotonic() + delay if delay > 0 else None
 
@@ -182,7 +187,7 @@ class _Alarm:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
     def restore(self) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        # The timer is already off: every start() is followed by a stop().
         _swap_handler(_SIGALRM, self.prev_handler)
         if self.prev_deadline is not None:
             left = max(self.prev_deadline - time.monotonic(), 1e-4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.message
 import email.parser
 import email.policy
+import os
 import tempfile
 from collections.abc import Iterator
 from typing import IO
@@ -21,6 +22,7 @@ SPOOL_THRESHOLD = 1 << 18  # body bytes kept in memory before going to a file
 # (256 KiB: 15 busy workers with big messages stay within a few MiB each)
 HEADER_LIMIT = 1 << 18
 CHUNK = 1 << 16
+_IOV_MAX = 1024  # Linux's limit on the buffers of one writev
 
 
 class MessageBody:
@@ -128,6 +130,21 @@ class MessageBody:
             yield chunk
         self._file.seek(0, 2)
 
+    def write_to(self, fd: int, prefix: bytes = b"") -> None:
+        """`prefix`, then the whole message, into the file `fd`: what is in
+        memory with one writev (no joined copy), a spooled body file to file
+        by the kernel (os.sendfile), never read back through Python."""
+        _write_parts(fd, [prefix, self.header_block, bytes(self._head), *self._chunks])
+        if self._file is None:
+            return
+        self._file.flush()
+        src, offset = self._file.fileno(), 0
+        while offset < self._body_size:
+            sent = os.sendfile(fd, src, offset, self._body_size - offset)
+            if sent == 0:  # the spool file is shorter than what was written to it
+                raise OSError(5, "spool file truncated")
+            offset += sent
+
     def headers(self) -> email.message.Message:
         """The header section parsed (a fresh parse of header_block)."""
         parser = email.parser.BytesParser(policy=email.policy.compat32)
@@ -144,3 +161,18 @@ class MessageBody:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _write_parts(fd: int, parts: list[bytes]) -> None:
+    """All of `parts`, in order, with as few writev calls as the kernel
+    allows (one, unless a write is short or there are > _IOV_MAX parts)."""
+    pending: list[bytes | memoryview] = [part for part in parts if part]
+    while pending:
+        written = os.writev(fd, pending[:_IOV_MAX])
+        done = 0
+        while done < len(pending) and written >= len(pending[done]):
+            written -= len(pending[done])
+            done += 1
+        del pending[:done]
+        if written:
+            pending[0] = memoryview(pending[0])[written:]

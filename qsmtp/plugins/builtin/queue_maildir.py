@@ -14,7 +14,8 @@ ONE file, LF line ends (the Maildir convention):
     <the message as received, dot-unstuffed>
 
 Durability: the file is written under tmp/ (one write when the message is in
-memory), fsync'd, renamed into new/ and
+memory; a body spooled to disk is copied file to file by the kernel),
+fsync'd, renamed into new/ and
 new/ is fsync'd; only then is the message acknowledged (250).  Any OS error
 (disk full, read-only, EIO, quota) leaves nothing in new/ or tmp/ and gives
 `451 4.3.0` so the client keeps the message and retries.
@@ -38,8 +39,16 @@ if TYPE_CHECKING:
 
 _SUBDIRS = ("tmp", "new", "cur")
 _counter = itertools.count(1)  # per process; the pid in the name tells forks apart
-_BUFFER = 1 << 16
-_ONE_WRITE = 1 << 16  # up to this size a message is joined and written at once
+# This process's pid, kept current across fork: no getpid syscall per message.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class QueueMaildir(Plugin):
@@ -111,20 +120,18 @@ class QueueMaildir(Plugin):
         now = time.time()
         sec = int(now)
         usec = int((now - sec) * 1_000_000)
-        pid = os.getpid()
-        return f"{sec}.M{usec}P{pid}Q{next(_counter)}.{self.host}"
+        return f"{sec}.M{usec}P{_pid}Q{next(_counter)}.{self.host}"
 
     def new_dir_fd(self) -> int:
         """new/ kept open: one open+close fewer per message. Per process:
         a worker never uses a descriptor it inherited."""
-        pid = os.getpid()
-        if self._dir_fd is None or self._dir_pid != pid:
+        if self._dir_fd is None or self._dir_pid != _pid:
             self._dir_fd = os.open(self.new_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._dir_pid = pid
+            self._dir_pid = _pid
         return self._dir_fd
 
     def _forget_dir_fd(self) -> None:
-        if self._dir_fd is not None and self._dir_pid == os.getpid():
+        if self._dir_fd is not None and self._dir_pid == _pid:
             with contextlib.suppress(OSError):
                 os.close(self._dir_fd)
         self._dir_fd = None
@@ -132,14 +139,7 @@ class QueueMaildir(Plugin):
     def write_file(self, path: str, txn: Transaction) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            body = body_of(txn)
-            if body.spooled or body.size > _ONE_WRITE:  # stream it
-                with open(fd, "wb", buffering=_BUFFER, closefd=False) as out:
-                    out.write(envelope_headers(txn))
-                    for chunk in body.iter_chunks():
-                        out.write(chunk)
-            else:  # small and in memory: one write
-                _write_all(fd, b"".join([envelope_headers(txn), *body.iter_chunks()]))
+            body_of(txn).write_to(fd, prefix=envelope_headers(txn))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -155,12 +155,6 @@ def envelope_headers(txn: Transaction) -> bytes:
     lines.extend(txn.added_headers)
     lines.append("")
     return "\n".join(lines).encode("utf-8", "surrogateescape")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _fsync_dir(fd: int) -> None:
