@@ -36,6 +36,18 @@ _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
 # record's journal fields.
 _context: dict[str, str] = {}
 
+# This process's pid for the `qsmtp[pid]:` prefix, kept current across fork:
+# logging's own (logProcesses) costs a getpid syscall per record.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
 
 def escape(text: str) -> str:
     """Make `text` safe for one log line: the same escapes as in headers
@@ -77,6 +89,7 @@ class EscapingFormatter(logging.Formatter):
     traceback keeps its line structure, each line escaped."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
+        record.process = _pid
         return escape(super().formatMessage(record))
 
     def formatException(self, ei: _ExcInfo) -> str:
@@ -152,7 +165,8 @@ def setup(debug: bool = False, quiet: bool = False, force_stderr: bool = False) 
     root.addHandler(handler)
     root.setLevel(level_for(debug, quiet))
     # Cheap when a level is off: isEnabledFor is cached per logger, and
-    # nothing below formats a message before the level check.
-    logging.logProcesses = True
+    # nothing below formats a message before the level check. The pid comes
+    # from _pid when a line is formatted (no syscall per record).
+    logging.logProcesses = False
     logging.logThreads = False
     logging.logMultiprocessing = False
