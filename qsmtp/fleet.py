@@ -15,6 +15,7 @@ must not look like every worker went silent.  Only what qsmtpctl displays
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -169,6 +170,7 @@ class Fleet:
         lifetime = policy.lifetime_with_jitter(self.server.child_lifetime, self.rng)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
         try:
+            gc.freeze()  # what the supervisor built since the last fork stays shared too
             pid = os.fork()
         except OSError as exc:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
