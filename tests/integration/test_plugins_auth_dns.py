@@ -124,7 +124,7 @@ def test_signed_aligned_mail_passes_all_three(server, keys):
     saved = stored(server, b"Subject: aligned")
     assert auth_results(saved).startswith(
         "Authentication-Results: mx.test; spf=pass smtp.mailfrom=good.test; "
-        "dkim=pass header.d=good.test header.b=")
+        "dkim=pass header.d=good.test header.s=s1 header.b=")
     assert "dmarc=pass (p=reject dis=none) header.from=good.test" in auth_results(saved)
     assert b"\nReceived-SPF: Pass (mx.test: domain of good.test designates 127.0.0.1" in saved
 
