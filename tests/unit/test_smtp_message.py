@@ -45,3 +45,19 @@ def test_spools_large_bodies_to_disk_and_header_is_editable():
     assert data == b"".join(body.iter_chunks())  # iterable twice
     assert body.headers()["Subject"] == "big"
     body.close()
+
+
+@pytest.mark.parametrize("threshold", [1 << 18, 10])  # in memory; spooled (sendfile)
+def test_write_to_stores_prefix_and_whole_message(tmp_path, threshold):
+    body = MessageBody(spool_threshold=threshold)
+    lines = [b"Subject: a\n", b"\n"] + [b"line %d\n" % i for i in range(2000)]
+    for line in lines:  # one part per line: more parts than one writev takes
+        body.write(line)
+    body.finish()
+    assert body.spooled == (threshold == 10)
+    path = tmp_path / "out"
+    with open(path, "wb") as out:
+        body.write_to(out.fileno(), prefix=b"Return-Path: <>\n")
+    assert path.read_bytes() == b"Return-Path: <>\n" + b"".join(lines)
+    assert b"".join(body.iter_chunks()) == b"".join(lines)  # still readable after
+    body.close()
