@@ -124,6 +124,20 @@ class Container:
                                  f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}")
         return result
 
+    def wait_output(self, command: str, expect: str, timeout: float = 20.0,
+                    unit: str = "qsmtp.service") -> str:
+        """Poll `command` until its stripped stdout is `expect`; on timeout
+        fail with the last output and the unit's journal."""
+        deadline = time.monotonic() + timeout
+        out = ""
+        while time.monotonic() < deadline:
+            out = self.run(command, check=False).stdout.strip()
+            if out == expect:
+                return out
+            time.sleep(0.2)
+        raise AssertionError(f"`{command}` gave {out!r}, not {expect!r} after {timeout:g} s\n"
+                             + self.journal(unit))
+
     def popen_in_net(self, argv: list[str], **kwargs) -> subprocess.Popen:
         """A host program in the container's network namespace only (it
         reaches the container's 127.0.0.1)."""

@@ -25,18 +25,6 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 SENDER = os.path.join(REPO, "tests", "system", "sender.py")
 
 
-def _wait(box, command: str, expect: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    out = ""
-    while time.monotonic() < deadline:
-        out = box.run(command, check=False).stdout.strip()
-        if out == expect:
-            return out
-        time.sleep(0.2)
-    raise AssertionError(f"`{command}` gave {out!r}, not {expect!r} after {timeout:g} s\n"
-                         + box.journal("qsmtp.service"))
-
-
 def _status(box) -> dict:
     return json.loads(box.run("qsmtpctl status --json").stdout)
 
@@ -86,7 +74,7 @@ def test_socket_activation_and_swaks(container):
     assert "<-  250 2.0.0 Ok: queued as " in out.stdout, out.stdout
     # READY=1 comes once idle_children workers accept: the first may already
     # have served the mail.
-    _wait(box, "systemctl is-active qsmtp.service", "active")
+    box.wait_output("systemctl is-active qsmtp.service", "active")
     stored = box.run("cat /var/spool/qsmtp/maildir/new/*").stdout
     assert "Delivered-To: <bob@example.test>" in stored
     assert "Subject: systest" in stored and "hello from swaks" in stored
@@ -292,7 +280,7 @@ def test_package_upgrade_under_load_refuses_no_connection(container):
         counts = _send_under(box, "DEBIAN_FRONTEND=noninteractive dpkg -i /opt/qsmtp/*.deb",
                              seconds=12.0)
     assert counts["refused"] == 0 and counts["ok"] >= 20, counts
-    _wait(box, "systemctl is-active qsmtp.service", "active")
+    box.wait_output("systemctl is-active qsmtp.service", "active")
     assert _status(box)["supervisor"]["pid"] != old_pid, "try-restart did not happen"
     with open(os.path.join(ARTIFACTS, "upgrade.json"), "w") as handle:
         json.dump(counts, handle)
@@ -345,7 +333,7 @@ def test_qsmtpctl_stop_says_the_socket_restarts_it(container):
     out = box.run("qsmtpctl stop").stdout
     assert out.startswith(f"stopped (pid {pid})"), out
     assert "systemctl stop qsmtp.socket qsmtp.service" in out, out
-    _wait(box, "systemctl is-active qsmtp.service", "inactive")
+    box.wait_output("systemctl is-active qsmtp.service", "inactive")
     assert box.run("qsmtpctl status", check=False).returncode == 1
     out = box.run("swaks --server 127.0.0.1:25 --to dave@example.test", timeout=60)
     assert "<-  250 2.0.0 Ok: queued as " in out.stdout
@@ -362,7 +350,7 @@ def test_purge_leaves_nothing_running(container):
     assert box.run("cat /proc/sysvipc/shm | wc -l").stdout.strip() != "1"
     with timed("purge"):
         box.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q qsmtp", timeout=120)
-    _wait(box, "systemctl is-active qsmtp.service", "inactive")
+    box.wait_output("systemctl is-active qsmtp.service", "inactive")
     shm = box.run("tail -n +2 /proc/sysvipc/shm").stdout.strip()
     sem = box.run("tail -n +2 /proc/sysvipc/sem").stdout.strip()
     assert shm == "" and sem == "", f"SysV objects left:\n{shm}\n{sem}"

@@ -25,18 +25,6 @@ CONF = "/etc/qsmtp/qsmtp.toml"
 BROKEN_KEY = "no_such_key"
 
 
-def _wait(box, command: str, expect: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    out = ""
-    while time.monotonic() < deadline:
-        out = box.run(command, check=False).stdout.strip()
-        if out == expect:
-            return out
-        time.sleep(0.2)
-    raise AssertionError(f"`{command}` gave {out!r}, not {expect!r} after {timeout:g} s\n"
-                         + box.journal("qsmtp.service"))
-
-
 def _break(box) -> None:
     box.run(f"cp {CONF} /root/good.toml && "
             f"sed -i 's/^\\[server\\]$/[server]\\n{BROKEN_KEY} = 1/' {CONF} && "
@@ -66,7 +54,7 @@ def test_up(container):
     box.run("systemctl start qsmtp.socket")
     out = box.run("swaks --server 127.0.0.1:25 --to bob@example.test", timeout=60)
     assert "<-  250 2.0.0 Ok: queued as " in out.stdout, out.stdout
-    _wait(box, "systemctl is-active qsmtp.service", "active")
+    box.wait_output("systemctl is-active qsmtp.service", "active")
 
 
 def test_restart_with_broken_config_under_load(container):
