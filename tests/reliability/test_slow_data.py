@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 
+from helpers.server import read_line
 from reltools import maildir_files
 
 TIMEOUT = 2  # server.timeout of these fleets: the tests take a few seconds
@@ -21,12 +22,7 @@ def _open(port: int) -> socket.socket:
 
 
 def _expect(sock: socket.socket, code: bytes) -> bytes:
-    data = b""
-    while not data.endswith(b"\r\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
+    data = read_line(sock)
     assert data.startswith(code), data
     return data
 
