@@ -12,12 +12,14 @@ where it is read from differs.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import qsmtp
@@ -33,6 +35,18 @@ def setpriv(user: str, group: str, groups: str | None = None) -> list[str]:
     groups: `groups`, else none)."""
     extra = ["--groups", groups] if groups else ["--clear-groups"]
     return ["setpriv", "--reuid", user, "--regid", group, *extra]
+
+
+@contextlib.contextmanager
+def shared_dir(prefix: str) -> Iterator[Path]:
+    """A fresh temp directory another user can reach (mode 0755; pytest's
+    tmp dirs are root-only, 0700), removed afterwards."""
+    where = Path(tempfile.mkdtemp(prefix=prefix))
+    where.chmod(0o755)
+    try:
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 @functools.cache

@@ -7,10 +7,8 @@ victim was killed, "stopped" was printed and the server kept running)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,11 +25,8 @@ WRITE_PID = ("import sys, struct, sysv_ipc\n"
 
 @pytest.fixture
 def base():
-    # pytest's tmp dirs are root-only (0700): this one must be reachable by nobody
-    where = Path(tempfile.mkdtemp(prefix="qsmtp-proof-"))
-    where.chmod(0o755)
-    yield where
-    shutil.rmtree(where, ignore_errors=True)
+    with as_user.shared_dir("qsmtp-proof-") as where:
+        yield where
 
 
 @pytest.fixture

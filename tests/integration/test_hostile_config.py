@@ -3,11 +3,11 @@ exit 78, and nothing created: no segment, no directory, no process."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
+
+from helpers import as_user
 
 
 def _refused(srv, *, key: str) -> str:
@@ -38,11 +38,8 @@ def test_pid_file_in_missing_directory_is_78_and_creates_nothing(serve):
 
 @pytest.fixture
 def nobody_base():
-    # pytest's tmp dirs are root-only (0700): this one must be reachable by nobody
-    base = Path(tempfile.mkdtemp(prefix="qsmtp-paths-"))
-    base.chmod(0o755)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
+    with as_user.shared_dir("qsmtp-paths-") as base:
+        yield base
 
 
 @pytest.mark.parametrize("which", ["maildir", "state_dir"])

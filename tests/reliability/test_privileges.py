@@ -11,9 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,11 +31,8 @@ ATTACH = ("import sys, sysv_ipc\n"
 
 @pytest.fixture
 def base():
-    # pytest's tmp dirs are root-only (0700): this one must be reachable by nobody
-    where = Path(tempfile.mkdtemp(prefix="qsmtp-priv-"))
-    where.chmod(0o755)
-    yield where
-    shutil.rmtree(where, ignore_errors=True)
+    with as_user.shared_dir("qsmtp-priv-") as where:
+        yield where
 
 
 def run_as(prefix: list[str], *cmd: str) -> subprocess.CompletedProcess:
