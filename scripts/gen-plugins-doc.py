@@ -24,7 +24,9 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # also when loaded by path
+
+import _docgen  # noqa: E402
 
 from qsmtp.plugins import api, dispatch  # noqa: E402
 from qsmtp.smtp import replies  # noqa: E402
@@ -33,7 +35,6 @@ DOC = ROOT / "docs" / "PLUGINS.md"
 BUILTIN_DIR = ROOT / "qsmtp" / "plugins" / "builtin"
 EXAMPLE = ROOT / "docs" / "examples" / "subject_guard.py"
 EXAMPLE_TEST = ROOT / "tests" / "integration" / "test_example_plugin.py"
-REGION = re.compile(r"(<!-- generated:(\w+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.S)
 
 # When each hook fires; the arguments come from api.HOOKS.
 HOOK_WHEN = {
@@ -179,28 +180,11 @@ GENERATORS = {"hooks": hooks_table, "results": results_table, "example": example
 
 
 def render(text: str) -> str:
-    def replace(match: re.Match) -> str:
-        name = match.group(2)
-        if name not in GENERATORS:
-            raise SystemExit(f"{DOC}: unknown generated region {name!r}")
-        return match.group(1) + GENERATORS[name]() + match.group(4)
-    return REGION.sub(replace, text)
+    return _docgen.render(DOC, text, GENERATORS)
 
 
 def main(argv: list[str]) -> int:
-    check = "--check" in argv
-    current = DOC.read_text()
-    fresh = render(current)
-    if check:
-        if fresh != current:
-            print(f"{DOC.relative_to(ROOT)} is stale: run scripts/gen-plugins-doc.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    if fresh != current:
-        DOC.write_text(fresh)
-        print(f"updated {DOC.relative_to(ROOT)}")
-    return 0
+    return _docgen.main(argv, DOC, render, "scripts/gen-plugins-doc.py")
 
 
 if __name__ == "__main__":

@@ -18,21 +18,20 @@ After adding a setting, an exit code or a status field: run this script.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
-import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # also when loaded by path
+
+import _docgen  # noqa: E402
 
 from qsmtp import exitcodes  # noqa: E402
 from qsmtp.ctl import render as ctl_render  # noqa: E402
 from qsmtp.settings import SECTIONS, SETTINGS, Setting  # noqa: E402
 
 DOC = ROOT / "docs" / "REFERENCE.md"
-REGION = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.S)
 
 # `qsmtp serve` options that are not settings.
 SERVE_EXTRA = (
@@ -96,11 +95,7 @@ STATUS_FIELDS = {
 
 
 def _plugins_doc():
-    spec = importlib.util.spec_from_file_location("gen_plugins_doc",
-                                                  ROOT / "scripts" / "gen-plugins-doc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _docgen.load_script("gen-plugins-doc.py")
 
 
 def _toml(value: object) -> str:
@@ -203,27 +198,11 @@ GENERATORS = {
 
 
 def render(text: str) -> str:
-    def replace(match: re.Match) -> str:
-        name = match.group(2)
-        if name not in GENERATORS:
-            raise SystemExit(f"{DOC}: unknown generated region {name!r}")
-        return match.group(1) + GENERATORS[name]() + match.group(4)
-    return REGION.sub(replace, text)
+    return _docgen.render(DOC, text, GENERATORS)
 
 
 def main(argv: list[str]) -> int:
-    current = DOC.read_text()
-    fresh = render(current)
-    if "--check" in argv:
-        if fresh != current:
-            print(f"{DOC.relative_to(ROOT)} is stale: run scripts/gen-reference.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    if fresh != current:
-        DOC.write_text(fresh)
-        print(f"updated {DOC.relative_to(ROOT)}")
-    return 0
+    return _docgen.main(argv, DOC, render, "scripts/gen-reference.py")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ regenerated now and then (scripts/gen-plugins-doc.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import re
+
+import _docgen
 
 from qsmtp.plugins import api
 
@@ -17,11 +18,7 @@ DOC = ROOT / "docs" / "PLUGINS.md"
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("gen_plugins_doc",
-                                                  ROOT / "scripts" / "gen-plugins-doc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _docgen.load_script("gen-plugins-doc.py")
 
 
 def region(text: str, name: str) -> str:

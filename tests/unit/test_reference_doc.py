@@ -5,13 +5,14 @@ repository points outside it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
 import re
 import subprocess
 import sys
+
+import _docgen
 
 from qsmtp import exitcodes
 from qsmtp.ctl.cli import cli as ctl_cli
@@ -23,10 +24,7 @@ SCRIPT = ROOT / "scripts" / "gen-reference.py"
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("gen_reference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _docgen.load_script(SCRIPT.name)
 
 
 def section(text: str, heading: str) -> str:
