@@ -147,47 +147,48 @@ def _helo(policy_default: str | None) -> Handler:
     return handle
 
 
-def _dnsbl(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
+def _zone_list(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str], name: str,
+               zone: Callable[[str], str | dict]) -> PluginOut | None:
+    """What dnsbl and rhsbl share: the action arguments, `<name>_zones` (one
+    zone a line, read by `zone`) and `<name>_allow`.  No zones: the plugin is
+    dropped (None), as qsmtp refuses an empty zone list."""
     opts = pairs(t, line, args)
-    plugin = t.plugin("dnsbl", line.origin)
+    plugin = t.plugin(name, line.origin)
     _set_action(t, plugin, line, opts)
-    _leftovers(t, line, "dnsbl", opts)
-    zones = []
-    for entry in qp.lines("dnsbl_zones"):
-        zone, _, match = entry.text.partition(":")
-        zones.append({"zone": zone.strip(), "match": [match.strip()]} if match.strip()
-                     else zone.strip())
-    if zones:
-        t.option(plugin, "zones", zones, qp.path("dnsbl_zones"),
-                 [entry.origin for entry in qp.lines("dnsbl_zones")])
-    else:
-        t.drop(line.origin, "dnsbl", "no zones in dnsbl_zones: the plugin would check "
-                                     "nothing (qsmtp refuses an empty zone list)")
+    _leftovers(t, line, name, opts)
+    entries = qp.lines(f"{name}_zones")
+    if not entries:
+        t.drop(line.origin, name, f"no zones in {name}_zones: the plugin would check "
+                                  "nothing (qsmtp refuses an empty zone list)")
         t.plugins.remove(plugin)
+        return None
+    t.option(plugin, "zones", [zone(entry.text) for entry in entries], qp.path(f"{name}_zones"),
+             [entry.origin for entry in entries])
+    _file_list(qp, t, plugin, f"{name}_allow", "allow", qp.lines(f"{name}_allow"))
+    return plugin
+
+
+def _dnsbl_zone(text: str) -> str | dict:
+    zone, _, match = text.partition(":")
+    return {"zone": zone.strip(), "match": [match.strip()]} if match.strip() else zone.strip()
+
+
+def _rhsbl_zone(text: str) -> str | dict:
+    zone, _, message = text.partition(" ")
+    return {"zone": zone, "message": message.strip()} if message.strip() else zone
+
+
+def _dnsbl(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
+    plugin = _zone_list(qp, t, line, args, "dnsbl", _dnsbl_zone)
+    if plugin is None:
         return
-    _file_list(qp, t, plugin, "dnsbl_allow", "allow", qp.lines("dnsbl_allow"))
     message = qp.first("dnsbl_rejectmsg")
     if message:
         t.option(plugin, "message", message.text, message.origin)
 
 
 def _rhsbl(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
-    opts = pairs(t, line, args)
-    plugin = t.plugin("rhsbl", line.origin)
-    _set_action(t, plugin, line, opts)
-    _leftovers(t, line, "rhsbl", opts)
-    zones = []
-    for entry in qp.lines("rhsbl_zones"):
-        zone, _, message = entry.text.partition(" ")
-        zones.append({"zone": zone, "message": message.strip()} if message.strip() else zone)
-    if not zones:
-        t.drop(line.origin, "rhsbl", "no zones in rhsbl_zones: the plugin would check "
-                                     "nothing (qsmtp refuses an empty zone list)")
-        t.plugins.remove(plugin)
-        return
-    t.option(plugin, "zones", zones, qp.path("rhsbl_zones"),
-             [entry.origin for entry in qp.lines("rhsbl_zones")])
-    _file_list(qp, t, plugin, "rhsbl_allow", "allow", qp.lines("rhsbl_allow"))
+    _zone_list(qp, t, line, args, "rhsbl", _rhsbl_zone)
 
 
 def _hosts_allow(qp: QpsmtpdDir, t: Translation, line: Line, args: list[str]) -> None:
