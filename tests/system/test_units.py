@@ -3,7 +3,6 @@ without a container (fast; not marked `system`)."""
 
 from __future__ import annotations
 
-import configparser
 import ipaddress
 import os
 import re
@@ -14,22 +13,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from helpers.units import UNITS, security, unit
 from qsmtp.config import load
 from qsmtp.ctl.cli import cli as qsmtpctl
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-UNITS = os.path.join(REPO, "systemd")
 SHIPPED = os.path.join(REPO, "etc", "qsmtp.toml")
 MAX_EXPOSURE = 2.0
-
-
-def unit(name: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None,
-                                       empty_lines_in_values=False)
-    parser.optionxform = str  # keys are case-sensitive
-    with open(os.path.join(UNITS, name)) as handle:
-        parser.read_string(handle.read())
-    return parser
 
 
 def seconds(value: str) -> int:
@@ -39,9 +29,7 @@ def seconds(value: str) -> int:
 
 
 def test_security_exposure_at_most_2():
-    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
-                          os.path.join(UNITS, "qsmtp.service")],
-                         capture_output=True, text=True, timeout=60)
+    out = security("qsmtp.service")
     match = re.search(r"Overall exposure level for qsmtp\.service: ([0-9.]+)", out.stdout)
     assert match, out.stdout + out.stderr
     assert float(match[1]) <= MAX_EXPOSURE, out.stdout

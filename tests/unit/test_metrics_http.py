@@ -3,17 +3,14 @@ parts), and the shipped units' shape."""
 
 from __future__ import annotations
 
-import configparser
 import io
-import os
 import re
-import subprocess
 
 import pytest
 
+from helpers.units import security, unit
 from qsmtp.ctl.metrics import CONTENT_TYPE, MAX_HEAD, answer, read_head
 
-UNITS = os.path.join(os.path.dirname(__file__), "..", "..", "systemd")
 BODY = b"# TYPE qsmtp_up gauge\nqsmtp_up 1\n"
 
 
@@ -59,16 +56,8 @@ def test_read_head_gives_up_on_missing_or_huge_heads(data):
     assert read_head(io.BytesIO(data)) == b""
 
 
-def _unit(name: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str
-    with open(os.path.join(UNITS, name)) as handle:
-        parser.read_string(handle.read())
-    return parser
-
-
 def test_units_accept_per_connection_and_run_the_status():
-    sock, service = _unit("qsmtp-metrics.socket"), _unit("qsmtp-metrics@.service")
+    sock, service = unit("qsmtp-metrics.socket"), unit("qsmtp-metrics@.service")
     assert sock["Socket"]["Accept"] == "yes"
     assert service["Service"]["StandardInput"] == "socket"
     assert service["Service"]["StandardOutput"] == "socket"
@@ -77,9 +66,7 @@ def test_units_accept_per_connection_and_run_the_status():
 
 
 def test_scrape_unit_exposure_at_most_2():
-    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
-                          os.path.join(UNITS, "qsmtp-metrics@.service")],
-                         capture_output=True, text=True, timeout=60)
+    out = security("qsmtp-metrics@.service")
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout)
     assert match, out.stdout + out.stderr
     assert float(match[1]) <= 2.0, out.stdout
