@@ -142,7 +142,8 @@ class Server:
 
     # --- storage -----------------------------------------------------------
     def maildir_new(self):
-        return None
+        """Where a stored message lands (None: the server stores nothing)."""
+        return self.work / "maildir" / "new"
 
     def stored(self):
         d = self.maildir_new()

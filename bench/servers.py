@@ -15,9 +15,6 @@ class Qsmtp(Server):
     pool = True
     stack_capable = True
 
-    def maildir_new(self):
-        return self.work / "maildir" / "new"
-
     def config_text(self, port):
         return f"""[server]
 me = "{HOSTNAME}"

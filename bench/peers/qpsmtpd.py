@@ -15,9 +15,6 @@ class Qpsmtpd(Server):
     pool = True
     stack_capable = True
 
-    def maildir_new(self):
-        return self.work / "maildir" / "new"
-
     def prepare(self):
         super().prepare()
         cfg = self.work / "config"

@@ -9,6 +9,9 @@ class SmtpSink(Server):
     label = "smtp-sink"
     durable = False
 
+    def maildir_new(self):
+        return None  # discards every message
+
     def command(self):
         # -u: required as root; 1000 = listen backlog.
         return ["/usr/sbin/smtp-sink", "-u", "nobody",
@@ -18,9 +21,6 @@ class SmtpSink(Server):
 class Aiosmtpd(Server):
     name = "aiosmtpd"
     label = "aiosmtpd"
-
-    def maildir_new(self):
-        return self.work / "maildir" / "new"
 
     def command(self):
         return [str(BENCH_PY), str(PEERS / "aiosmtpd_server.py"),
