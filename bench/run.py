@@ -104,9 +104,19 @@ def start_all(chosen, work, fixture, for_stack):
     base = STACK_PORT if for_stack else BASE_PORT
     for i, cls in enumerate(chosen):
         srv = cls(base + i, work, fixture.dns_port, fixture if for_stack else None)
-        srv.prepare()
-        t = srv.start()
-        started.append(srv)
+        started.append(srv)     # stopped below even if its own start fails
+        try:
+            srv.prepare()
+            t = srv.start()
+        except BaseException:
+            # One server that does not come up must not leave the others
+            # (pools of forked workers) running after the bench exits.
+            for s in started:
+                try:
+                    s.stop()
+                except OSError as exc:
+                    print(f"stopping {s.name}: {exc}", flush=True)
+            raise
         info[srv.name] = {"label": srv.label, "port": srv.port, "start_s": t,
                           "durable": srv.durable, "pool": srv.pool}
     time.sleep(3.0)                 # pools settle to their idle size

@@ -1,5 +1,6 @@
 """The aiosmtpd peer: accept from 127.0.0.1, store each message as a maildir
-file (LF line ends, Return-Path + Delivered-To), fsync, rename into new/."""
+file (LF line ends, Return-Path + Delivered-To), fsync, rename into new/,
+fsync new/ (the rename durable too, as qsmtp and the Haraka peer do), then 250."""
 import argparse
 import asyncio
 import os
@@ -33,6 +34,11 @@ class MaildirHandler:
         finally:
             os.close(fd)
         os.rename(tmp, os.path.join(self.path, "new", name))
+        dfd = os.open(os.path.join(self.path, "new"), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
         return "250 2.0.0 Ok: queued"
 
 

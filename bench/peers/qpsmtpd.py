@@ -5,8 +5,18 @@ system qpsmtpd service is never touched."""
 import os
 import pwd
 import shutil
+import stat
+import tempfile
+from pathlib import Path
 
 from instance import HOSTNAME, PEERS, Server
+
+
+def _others_can_enter(path):
+    """True when every directory from / down to path lets other users in
+    (x bit for others): a checkout in a mode-0700 home does not."""
+    path = Path(path).resolve()
+    return all(os.stat(d).st_mode & stat.S_IXOTH for d in [path, *path.parents])
 
 
 class Qpsmtpd(Server):
@@ -16,8 +26,22 @@ class Qpsmtpd(Server):
     stack_capable = True
 
     def prepare(self):
+        # qpsmtpd-prefork runs as the "qpsmtpd" user, which must read its
+        # config and write its spool and maildir: out of a checkout it can't
+        # enter (mode-0700 home), into a fresh directory under /tmp.
+        if not _others_can_enter(self.work.parent):
+            self.home = self.work
+            self.work = Path(tempfile.mkdtemp(prefix="qsmtp-bench-qpsmtpd-"))
+            self.work.chmod(0o755)
+            print(f"qpsmtpd: {self.work} (the checkout is closed to its user)", flush=True)
         super().prepare()
+        self.work.chmod(0o755)
         cfg = self.work / "config"
+        # Our two preloaded modules, where the qpsmtpd user can read them
+        # (perl dies on an @INC directory it may not enter).
+        (self.work / "perl").mkdir()
+        for pm in ("QpLoopDNS.pm", "QpNoDNS.pm"):
+            shutil.copy(PEERS / pm, self.work / "perl" / pm)
         # Debian's /etc/qpsmtpd as the template, then a minimal plugin set.
         shutil.copytree("/etc/qpsmtpd", cfg)
         for f in cfg.iterdir():
@@ -49,6 +73,17 @@ class Qpsmtpd(Server):
         for d in (md, md / "tmp", md / "new", md / "cur", self.work / "spool"):
             os.chown(d, q.pw_uid, q.pw_gid)
 
+    def stop(self):
+        super().stop()
+        home = getattr(self, "home", None)
+        if home is not None and self.work != home:
+            # Keep its log where the other servers' logs are; drop the rest.
+            home.mkdir(parents=True, exist_ok=True)
+            if (self.work / "server.log").exists():
+                shutil.copy(self.work / "server.log", home / "server.log")
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.work = home
+
     def stack_config(self, w, md):
         """Case (f): the plugin stack (mapping in docs/BENCHMARKS.md). The
         client is not a relay client here: rcpt_ok accepts rcpthosts."""
@@ -73,7 +108,7 @@ class Qpsmtpd(Server):
         # resolver asks the bench's loopback server. -MQpNoDNS (cases a-e):
         # no PTR lookup of the client, as the other servers there.
         mods = ["-MQpLoopDNS"] + ([] if self.stack else ["-MQpNoDNS"])
-        return ["/usr/bin/perl", "-T", "-I", str(PEERS)] + mods + [
+        return ["/usr/bin/perl", "-T", "-I", str(self.work / "perl")] + mods + [
                 "/usr/bin/qpsmtpd-prefork", "--listen-address", "127.0.0.1",
                 "--port", str(self.port), "--children", "15",
                 "--idle-children", "5", "--max-from-ip", "0",
