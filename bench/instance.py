@@ -7,7 +7,9 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,11 +90,21 @@ def stop_pid(proc_or_pid, timeout=15):
         os.kill(pid, signal.SIGKILL)
 
 
+def others_can_enter(path):
+    """True when every directory from / down to path lets other users in
+    (x bit for others): a checkout in a mode-0700 home does not."""
+    path = Path(path).resolve()
+    return all(os.stat(d).st_mode & stat.S_IXOTH for d in [path, *path.parents])
+
+
 class Server:
     name = "?"
     label = "?"
     durable = True
     pool = False          # has a worker pool (PSS per extra worker is meaningful)
+    # Its processes run as a user of their own (qpsmtpd, postfix, nobody),
+    # which must enter its work dir.
+    other_users = False
 
     stack_capable = False  # can run case (f)'s plugin stack
 
@@ -109,8 +121,30 @@ class Server:
 
     # --- lifecycle -------------------------------------------------------
     def prepare(self):
+        self.home = self.work
+        if self.other_users and not others_can_enter(self.work.parent):
+            # A checkout in a mode-0700 home: the work dir goes where the
+            # server's own users can enter, until stop() (release_work).
+            self.work = Path(tempfile.mkdtemp(prefix=f"qsmtp-bench-{self.name}-"))
+            print(f"{self.name}: work dir {self.work} (its users can't enter the checkout)",
+                  flush=True)
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
+        if self.other_users:
+            self.work.chmod(0o755)
+
+    def release_work(self):
+        """After the stop: a work dir moved out of the checkout leaves its
+        top-level files (logs, configs) in the usual place and goes."""
+        home = getattr(self, "home", self.work)
+        if self.work == home:
+            return
+        home.mkdir(parents=True, exist_ok=True)
+        for e in os.scandir(self.work):
+            if e.is_file(follow_symlinks=False):
+                shutil.copy(e.path, home / e.name)
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work = home
 
     def command(self):
         raise NotImplementedError
@@ -136,6 +170,7 @@ class Server:
         if self.log:
             self.log.close()
             self.log = None
+        self.release_work()
 
     def root_pid(self):
         return self.proc.pid

@@ -13,6 +13,7 @@ class Postfix(Server):
     name = "postfix"
     label = "Postfix smtpd"
     pool = True
+    other_users = True     # postfix (queue), nobody (virtual delivery)
 
     def prepare(self):
         super().prepare()
@@ -146,3 +147,4 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         if self.log:
             self.log.close()
             self.log = None
+        self.release_work()

@@ -5,18 +5,8 @@ system qpsmtpd service is never touched."""
 import os
 import pwd
 import shutil
-import stat
-import tempfile
-from pathlib import Path
 
 from instance import HOSTNAME, PEERS, Server
-
-
-def _others_can_enter(path):
-    """True when every directory from / down to path lets other users in
-    (x bit for others): a checkout in a mode-0700 home does not."""
-    path = Path(path).resolve()
-    return all(os.stat(d).st_mode & stat.S_IXOTH for d in [path, *path.parents])
 
 
 class Qpsmtpd(Server):
@@ -24,18 +14,10 @@ class Qpsmtpd(Server):
     label = "qpsmtpd-prefork"
     pool = True
     stack_capable = True
+    other_users = True     # it runs as Debian's "qpsmtpd" user
 
     def prepare(self):
-        # qpsmtpd-prefork runs as the "qpsmtpd" user, which must read its
-        # config and write its spool and maildir: out of a checkout it can't
-        # enter (mode-0700 home), into a fresh directory under /tmp.
-        if not _others_can_enter(self.work.parent):
-            self.home = self.work
-            self.work = Path(tempfile.mkdtemp(prefix="qsmtp-bench-qpsmtpd-"))
-            self.work.chmod(0o755)
-            print(f"qpsmtpd: {self.work} (the checkout is closed to its user)", flush=True)
         super().prepare()
-        self.work.chmod(0o755)
         cfg = self.work / "config"
         # Our two preloaded modules, where the qpsmtpd user can read them
         # (perl dies on an @INC directory it may not enter).
@@ -72,17 +54,6 @@ class Qpsmtpd(Server):
         q = pwd.getpwnam("qpsmtpd")
         for d in (md, md / "tmp", md / "new", md / "cur", self.work / "spool"):
             os.chown(d, q.pw_uid, q.pw_gid)
-
-    def stop(self):
-        super().stop()
-        home = getattr(self, "home", None)
-        if home is not None and self.work != home:
-            # Keep its log where the other servers' logs are; drop the rest.
-            home.mkdir(parents=True, exist_ok=True)
-            if (self.work / "server.log").exists():
-                shutil.copy(self.work / "server.log", home / "server.log")
-            shutil.rmtree(self.work, ignore_errors=True)
-            self.work = home
 
     def stack_config(self, w, md):
         """Case (f): the plugin stack (mapping in docs/BENCHMARKS.md). The
