@@ -155,6 +155,12 @@ class Plugin:
 
     name: str = ""
     options: Mapping[str, Option] = {}
+    # Whether server.hook_timeout's SIGALRM timer guards this plugin's hooks.
+    # A plugin that can wait on anything (DNS, network, a state backend, a
+    # lock) keeps the default. Only a plugin whose hooks compute in memory,
+    # or make local file syscalls no signal can interrupt anyway, sets False:
+    # arming and disarming the timer costs two syscalls per hook call.
+    budgeted: bool = True
 
     def __init__(self, config: Config, name: str, options: Mapping[str, Any]):
         self.config = config

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from qsmtp import log as qlog
-from qsmtp.plugins.api import HookResult, Result
+from qsmtp.plugins.api import DECLINED_RESULT, HookResult, Result
 from qsmtp.smtp.control import SessionControl
 from qsmtp.smtp.reader import MAX_AUTH_LINE, DataStatus, Reader
 from qsmtp.smtp.replies import Reply, decide
@@ -58,6 +58,8 @@ class Conversation:
     def __init__(self, app: App, sock: socket.socket, conn: ConnectionInfo,
                  control: SessionControl | None):
         self.app = app
+        self._plugins = app.plugins
+        self._hooked = app.plugins.hooked  # hooks some plugin implements
         self.config = app.config
         self.me: str = app.config.server.me
         server = app.config.server
@@ -208,12 +210,16 @@ class Conversation:
             return None
 
     # -- hooks -------------------------------------------------------------
+    # Each of these answers a hook no plugin implements before any call:
+    # most of the ~15 hooks a message passes have no plugin at all.
     def hook(self, name: str, *args: Any) -> HookResult:
-        result = self.app.plugins.run(name, self.session, *args)
+        if name not in self._hooked:
+            return DECLINED_RESULT
+        result = self._plugins.run(name, self.session, *args)
         if result.failed:
             self.plugin_failed = True
         if result.result is not Result.DECLINED:
-            self._decided_by = (self.app.plugins.decided_by
+            self._decided_by = (self._plugins.decided_by
                                 + (" (failed)" if result.failed else ""))
         return result
 
@@ -221,10 +227,14 @@ class Conversation:
                    declined: Reply | None = None) -> Reply:
         """The reply for a hook at a stage that answers: `ok` on success,
         `declined` (default `ok`) when no plugin decided, else the refusal."""
+        if name not in self._hooked:
+            return ok if declined is None else declined
         return decide(name, self.hook(name, *args), ok, declined)
 
     def hook_refusal(self, name: str, *args: Any) -> Reply | None:
         """A hook at a stage that carries on silently: its refusal, or None."""
+        if name not in self._hooked:
+            return None
         reply = decide(name, self.hook(name, *args), None)
         return None if reply is None or reply.positive else reply
 

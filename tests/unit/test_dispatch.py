@@ -260,3 +260,21 @@ def test_dispatch_overhead_is_small(tmp_path, plugmod):
     per_run = (time.process_time() - started) / 1000
     calls.clear()
     assert per_run < 50e-6, f"{per_run * 1e6:.1f} us per run"
+
+
+def test_builtins_in_memory_run_without_a_timer(tmp_path, plugmod, monkeypatch):
+    """relay, headers and queue/maildir declare `budgeted = False`: their
+    hooks arm no SIGALRM timer; a hook shared with a plugin that may block
+    (the third-party default) is still budgeted."""
+    armed = []
+    real = signal.setitimer
+    monkeypatch.setattr(signal, "setitimer", lambda *a: armed.append(a) or real(*a))
+    cfg = make_config(tmp_path, f'[[plugins]]\nname = "{plugmod}:Recorder"\n')
+    d = Dispatcher.load(cfg)
+    sess = session(cfg)
+    assert d.run("connect", sess).result is Result.DECLINED  # relay only
+    assert armed == []
+    d.run("rcpt", sess, "r", {})  # Recorder and relay
+    assert armed and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert {"connect", "rcpt", "data_post", "queue"} <= d.hooked
+    assert "helo" in d.hooked and "vrfy" not in d.hooked

@@ -41,6 +41,8 @@ _RENAMED_PREFIX = b"X-Original-"
 class Headers(Plugin):
     """Adds Received:, neutralises incoming Authentication-Results: (no options)."""
 
+    budgeted = False  # string work in memory: nothing a timer could cut short
+
     def hook_data_post(self, session: Session) -> HookReturn:
         txn = transaction_of(session)
         txn.prepend_header("Received", received_value(session, txn, self.config.server.me))

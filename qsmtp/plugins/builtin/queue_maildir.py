@@ -54,6 +54,12 @@ os.register_at_fork(after_in_child=_forked)
 class QueueMaildir(Plugin):
     """Delivers to the Maildir at `[queue] path` (no options)."""
 
+    # Local file syscalls: a disk that hangs holds them in uninterruptible
+    # sleep, where SIGALRM cannot cut in; and a timeout raised between the
+    # rename and the fsync of new/ would answer 451 for a message already in
+    # new/ (delivered twice after the client's retry). So no timer here.
+    budgeted = False
+
     def setup(self) -> None:
         self.path = os.path.abspath(self.config.queue.path)
         dirs = [self.path] + [os.path.join(self.path, s) for s in _SUBDIRS]

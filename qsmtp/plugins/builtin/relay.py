@@ -44,6 +44,8 @@ _IP_CACHE = 4096  # peers remembered per worker; cleared when full
 class Relay(Plugin):
     """Relay control from `[relay] clients` and `[relay] domains` (no options)."""
 
+    budgeted = False  # table lookups in memory: nothing a timer could cut short
+
     def setup(self) -> None:
         relay = self.config.relay
         self.networks = [ipaddress.ip_network(n, strict=False) for n in relay.clients]
