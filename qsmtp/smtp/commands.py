@@ -16,7 +16,7 @@ from qsmtp.smtp import auth, chars, transfer
 from qsmtp.smtp.address import AddressError, parse_path, split_path
 from qsmtp.smtp.conversation import Conversation
 from qsmtp.smtp.reader import BARE, TOO_LONG
-from qsmtp.smtp.replies import Reply
+from qsmtp.smtp.replies import Reply, constant
 
 log = logging.getLogger("qsmtp.session")
 
@@ -107,7 +107,7 @@ def _greeting(conv: Conversation, host: str, esmtp: bool) -> None:
     if reason is not None:  # never reaches Received: or a plugin
         return conv.reply(Reply(501, "5.5.4", f"Syntax: {verb} hostname ({reason})"))
     conv.drop_transaction()
-    ok = ehlo_reply(conv) if esmtp else Reply(250, "", conv.me)
+    ok = ehlo_reply(conv) if esmtp else constant(250, "", conv.me)
     reply = conv.hook_reply(verb.lower(), host, ok=ok)
     if reply.positive:
         conv.session.helo_host = host
@@ -135,7 +135,7 @@ def ehlo_reply(conv: Conversation) -> Reply:
         lines.append("STARTTLS")
     if auth.offered(conv):
         lines.append(auth.ADVERTISED)
-    return Reply(250, "", tuple(lines))
+    return constant(250, "", tuple(lines))
 
 
 # -- MAIL / RCPT -------------------------------------------------------------
@@ -269,7 +269,7 @@ def do_noop(conv: Conversation, arg: str) -> None:
 
 
 def do_quit(conv: Conversation, arg: str) -> None:
-    bye = Reply(221, "2.0.0", f"{conv.me} Bye", close=True)
+    bye = constant(221, "2.0.0", f"{conv.me} Bye", True)
     reply = conv.hook_reply("quit", ok=bye)
     conv.reply(reply if reply.close else reply.with_text(None, close=True))
 

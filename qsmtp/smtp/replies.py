@@ -1,14 +1,16 @@
 """SMTP replies, and THE table turning a hook's Result into a reply.
 
 Every reply carries an RFC 3463 enhanced status code and ends in CRLF.
-Static replies are built once as bytes (`Reply.wire`).
+Replies are formatted once, when first sent (`Reply.wire`); those built
+from per-process constants are built once (`constant`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import overload
 
 from qsmtp.plugins.api import HookResult, Result
@@ -23,10 +25,12 @@ class Reply:
     enhanced: str  # "2.0.0"; "" only for the greeting and 334 challenges
     text: str | tuple[str, ...]  # several strings -> a multi-line reply
     close: bool = False  # the connection is closed after sending this
-    wire: bytes = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "wire", _format(self.code, self.enhanced, self.text))
+    @cached_property
+    def wire(self) -> bytes:
+        """The reply as sent. Formatted on first use: a stage's default
+        reply that a plugin's text replaces is never formatted at all."""
+        return _format(self.code, self.enhanced, self.text)
 
     def with_text(self, text: str | None, *, close: bool | None = None) -> Reply:
         """This reply with a plugin's message; an enhanced code at the start
@@ -37,11 +41,22 @@ class Reply:
             if match and int(match.group(1)) == self.code // 100:
                 enhanced, rest = text[:match.end()].strip(), text[match.end():]
         lines = tuple((rest or "").splitlines()) or self.text
-        return Reply(self.code, enhanced, lines, self.close if close is None else close)
+        # One line stays a str: _format's one-line fast path ("queued as").
+        text_out = lines[0] if isinstance(lines, tuple) and len(lines) == 1 else lines
+        return Reply(self.code, enhanced, text_out, self.close if close is None else close)
 
     @property
     def positive(self) -> bool:
         return self.code < 400
+
+
+@lru_cache(maxsize=64)
+def constant(code: int, enhanced: str, text: str | tuple[str, ...],
+             close: bool = False) -> Reply:
+    """A reply built from per-process constants (server.me, databytes ...):
+    the greeting, HELO/EHLO, QUIT replies are made and formatted once per
+    worker instead of once per session."""
+    return Reply(code, enhanced, text, close)
 
 
 def _format(code: int, enhanced: str, text: str | tuple[str, ...]) -> bytes:

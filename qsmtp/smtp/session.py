@@ -19,7 +19,7 @@ from qsmtp.smtp import commands
 from qsmtp.smtp.control import AbortSession, SessionControl
 from qsmtp.smtp.conversation import Conversation
 from qsmtp.smtp.reader import PeerClosed, ReadTimeout, StopRequested, TLSOnPlainPort
-from qsmtp.smtp.replies import Reply
+from qsmtp.smtp.replies import Reply, constant
 
 if TYPE_CHECKING:
     import socket
@@ -92,7 +92,7 @@ def _converse(conv: Conversation) -> str:
 
 def _greet(conv: Conversation) -> bool:
     """The connect-stage hooks, then the 220 (or their refusal, and close)."""
-    greeting = Reply(220, "", f"{conv.me} ESMTP qsmtp")
+    greeting = constant(220, "", f"{conv.me} ESMTP qsmtp")
     for hook in ("pre_connection", "connect"):
         reply = conv.hook_reply(hook, ok=greeting)
         if reply is not None and not reply.positive:

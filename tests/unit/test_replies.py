@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qsmtp.plugins.api import HookResult, Result
-from qsmtp.smtp.replies import PLUGIN_FAILED, REFUSALS, Reply, decide
+from qsmtp.smtp.replies import PLUGIN_FAILED, REFUSALS, Reply, constant, decide
 
 OK_REPLY = Reply(250, "2.1.5", "Recipient ok")
 
@@ -80,3 +80,12 @@ def test_plugin_reply_code_of_the_same_class():
     assert decide("data_post", HookResult(Result.DENYSOFT, code=552), None).code == 451
     assert decide("data_post", HookResult(Result.DENY, code=599 + 100), None).code == 554
     assert decide("connect", HookResult(Result.DENY, code=521), None).close
+
+
+def test_constant_replies_are_built_once_and_one_line_stays_a_string():
+    greeting = constant(220, "", "mx ESMTP qsmtp")
+    assert constant(220, "", "mx ESMTP qsmtp") is greeting
+    assert greeting.wire == b"220 mx ESMTP qsmtp\r\n"
+    queued = OK_REPLY.with_text("2.0.0 Ok: queued as X")
+    assert queued.text == "Ok: queued as X"
+    assert queued.wire == b"250 2.0.0 Ok: queued as X\r\n"
