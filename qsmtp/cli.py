@@ -10,6 +10,7 @@ before READY=1 and never a traceback.  Usage errors stay click's (exit 2).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -112,6 +113,12 @@ SERVE_EPILOG = ("Exit codes: 0 stopped cleanly, 1 cannot start (address in use, 
 @click.pass_context
 def serve(ctx: click.Context, config_path: str | None, **params: Any) -> None:
     """Serve SMTP with a pool of pre-forked workers."""
+    # No automatic collection in the supervisor (Python's advice for a
+    # process that forks without exec): a collection frees objects among the
+    # ones every worker shares, and each worker's first allocations then
+    # fill those holes, copying the pages. Before each fork gc.freeze()
+    # parks what exists; the workers collect again (qsmtp.fleet).
+    gc.disable()
     flags = given_flags(ctx, params)
     try:
         sys.exit(_serve(config_path, flags))

@@ -188,6 +188,7 @@ class Fleet:
     def _child(self, slot: int, lifetime: int, old_mask: Iterable[int]) -> None:
         """In the new worker: never returns into the supervisor's code."""
         code = EX_SOFTWARE
+        gc.enable()  # the supervisor runs without automatic collection (qsmtp.cli)
         try:
             for fd in (*self.private_fds, self.wake_r, self.lifeline_w):
                 os.close(fd)

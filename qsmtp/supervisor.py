@@ -245,6 +245,9 @@ class Supervisor:
                                  idle_children=self.fleet.idle_target,
                                  max_from_ip=self.server.max_from_ip)
         self.registry.set_generation(self.fleet.generation)
+        # The supervisor never collects on its own (qsmtp.cli): what loading
+        # the config left in cycles goes now, before the new workers fork.
+        gc.collect()
         gc.freeze()
         self._manage()  # the new generation, at once
         self.registry.set_reload("ok")

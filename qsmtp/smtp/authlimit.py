@@ -22,7 +22,6 @@ import ipaddress
 import logging
 import os
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from qsmtp.state import LeaseStore, StateUnavailable, lease_store, redis_configured, sqlite_path
@@ -87,7 +86,7 @@ class FailureLimiter:
         if not self.enabled:
             return 0
         now = time.time()
-        member = f"{os.getpid()}:{uuid.uuid4().hex}"
+        member = f"{os.getpid()}:{os.urandom(16).hex()}"
         try:
             return self.store.acquire(client_key(ip), member, now, now + self.window)[1]
         except StateUnavailable as exc:

@@ -45,10 +45,10 @@ Haraka mapping: `concurrency.max` -> `concurrency`, `rate_conn` ->
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from qsmtp.plugins.api import (
@@ -127,7 +127,7 @@ class Limit(Plugin):
 
     def _admit(self, session: Session, ip: str, now: float) -> HookReturn:
         # Unique across hosts and sessions (a session id is unique per worker only).
-        member = f"{self.host}:{session.id}:{uuid.uuid4().hex}"
+        member = f"{self.host}:{session.id}:{os.urandom(16).hex()}"
         if self.opts.concurrency:
             added, count = self.stores[SESSIONS].acquire(
                 ip, member, now, now + self.opts.lease, self.opts.concurrency)
@@ -181,7 +181,7 @@ class Limit(Plugin):
             return None
         limit, window = self.rcpt_rate
         now = self.clock()
-        member = f"{self.host}:{uuid.uuid4().hex}"
+        member = f"{self.host}:{os.urandom(16).hex()}"
         try:
             added, count = self.stores[RECIPIENTS].acquire(
                 session.conn.peer_ip, member, now, now + window, limit)
