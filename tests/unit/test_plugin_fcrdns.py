@@ -69,3 +69,24 @@ def test_relay_clients_exempt(dns):
 def test_bad_options(dns):
     with pytest.raises(PluginError):
         Fcrdns(CONFIG, "fcrdns", {**dns.options(), "max_names": 0})
+
+
+def test_answers_are_cached_for_their_ttl_per_set_of_nameservers():
+    """dns_cache: the second session's lookups are answered from the
+    worker's cache while the TTL runs; 0 asks every time; another server
+    (another set of nameservers) never sees the first one's answers."""
+    with DnsServer(RECORDS, ttl=60) as cached, DnsServer(RECORDS, ttl=60) as other:
+        run(cached, "192.0.2.7")
+        asked = len(cached.queries)
+        assert asked >= 2                       # PTR, then A of the name
+        assert run(cached, "192.0.2.7")[1].notes["fcrdns"] == "mail.good.test"
+        assert len(cached.queries) == asked     # all from the cache
+        run(cached, "192.0.2.7", dns_cache=0)
+        assert len(cached.queries) > asked
+        assert run(other, "192.0.2.7")[1].notes["fcrdns"] == "mail.good.test"
+        assert ("7.2.0.192.in-addr.arpa", "PTR", "udp") in other.queries
+    with DnsServer(RECORDS, ttl=0) as fleeting:  # TTL 0: nothing to keep
+        run(fleeting, "192.0.2.7")
+        first = len(fleeting.queries)
+        run(fleeting, "192.0.2.7")
+        assert len(fleeting.queries) > first

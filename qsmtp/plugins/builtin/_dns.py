@@ -10,6 +10,12 @@ Every DNS plugin takes these options (merged into its own `options`):
 - `dns_port` (int, default 53): port of those nameservers.
 - `dns_timeout` (float seconds, default 5.0): total time budget of one lookup
   (keep it below `server.hook_timeout`).
+- `dns_cache` (int, default 256): answers each worker keeps, for as long as
+  their TTL says (dnspython's LRU cache; negative answers only when the
+  server sends the SOA that gives their TTL); 0 = ask every time. One cache
+  per worker and set of nameservers, shared by the plugins that ask them:
+  the same client's PTR, HELO name, SPF and DKIM records are asked once per
+  TTL, not once per session.
 
 dnspython is imported lazily so that a server without it still starts when no
 DNS plugin is configured; a DNS plugin without it fails at load with a clear
@@ -27,7 +33,7 @@ from qsmtp.plugins.api import Option, Plugin, PluginError
 if TYPE_CHECKING:
     import logging
 
-    from dns.resolver import Resolver
+    from dns.resolver import LRUCache, Resolver
 
 
 DNS_OPTIONS = {
@@ -35,7 +41,13 @@ DNS_OPTIONS = {
     "dns_port": Option(int, 53, "port of the nameservers", bounds=(1, 65535)),
     "dns_timeout": Option(float, 5.0, "seconds for one lookup, retries included",
                           bounds=(0.1, 3600)),
+    "dns_cache": Option(int, 256, "answers kept per worker for their TTL; 0 = no cache",
+                        bounds=(0, 100000)),
 }
+
+# (nameservers, port, size) -> the LRU cache their resolvers share.  Built
+# at plugin load, before the fork: every worker starts with it empty.
+_caches: dict[tuple[tuple[str, ...], int, int], LRUCache] = {}
 
 
 class DnsTempError(Exception):
@@ -69,8 +81,20 @@ def make_resolver(plugin: Plugin) -> Resolver:
     resolver.port = opts.dns_port
     resolver.lifetime = float(opts.dns_timeout)
     resolver.timeout = min(float(opts.dns_timeout), 2.0)  # per try, then retry
-    resolver.cache = None  # no cross-session surprises; the local resolver caches
+    resolver.cache = _cache_for(tuple(servers), resolver.port, opts.dns_cache)
     return resolver
+
+
+def _cache_for(servers: tuple[str, ...], port: int, size: int) -> LRUCache | None:
+    """The cache of answers from these servers (None when off); keyed by
+    servers too, so two sets of nameservers never see each other's answers."""
+    if size <= 0:
+        return None
+    import dns.resolver
+    key = (servers, port, size)
+    if key not in _caches:
+        _caches[key] = dns.resolver.LRUCache(max_size=size)
+    return _caches[key]
 
 
 def query(resolver: Resolver, name: str, rdtype: str) -> list[str]:

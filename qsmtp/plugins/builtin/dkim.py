@@ -27,7 +27,7 @@ Options:
   (`deny`, `denysoft`, `naughty`, `note`, ...).
 - `temperror_action` (default `note`): a key could not be fetched.
 - `authserv_id`: see _sender_auth.
-- `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
+- `nameservers`, `dns_port`, `dns_timeout`, `dns_cache`: see _dns (resolver).
 
 Put `dkim` before `dmarc` in `[[plugins]]`: dmarc reads its verdicts.
 

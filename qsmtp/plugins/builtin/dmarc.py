@@ -33,7 +33,7 @@ Options:
 - `psl_file` (default `/usr/share/publicsuffix/public_suffix_list.dat`,
   Debian's `publicsuffix` package): the Public Suffix List.
 - `authserv_id`: see _sender_auth.
-- `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
+- `nameservers`, `dns_port`, `dns_timeout`, `dns_cache`: see _dns (resolver).
 
 qpsmtpd mapping: `dmarc reject 1` -> `reject_action = "deny"`; `reject 0`
 -> `reject_action = "note"`; `reject_type temp` -> `reject_action =

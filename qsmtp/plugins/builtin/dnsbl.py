@@ -20,7 +20,7 @@ Options:
 - `allow` (list of CIDR): clients never looked up (qpsmtpd's dnsbl_allow).
 - `message` (default `Your address {ip} is listed in {zone}{txt}`): reply
   text; `{txt}` is `: <TXT record>` when the list publishes one.
-- `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
+- `nameservers`, `dns_port`, `dns_timeout`, `dns_cache`: see _dns (resolver).
 
 qpsmtpd mapping: config/dnsbl_zones (`zone` or `zone ip`) -> `zones`
 (`{zone=..., match=[ip]}`); config/dnsbl_allow -> `allow`;

@@ -17,7 +17,7 @@ Options:
   a forward-confirmed name, or merely any PTR record.
 - `max_names` (int, default 8): PTR names followed at most.
 - `message` (default `Your IP {ip} has no forward-confirmed reverse DNS`).
-- `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
+- `nameservers`, `dns_port`, `dns_timeout`, `dns_cache`: see _dns (resolver).
 
 qpsmtpd mapping: `fcrdns reject 0|1|naughty` + `reject_type` -> `action`;
 qpsmtpd's `has_reverse_dns` note -> `session.notes["reverse_dns"]`.

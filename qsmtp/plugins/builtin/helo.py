@@ -22,7 +22,7 @@ Options:
 - `action` (default `deny`): deny, denysoft, deny_disconnect,
   denysoft_disconnect, naughty, note.
 - `message` (default `Invalid HELO/EHLO {helo}: {check}`).
-- `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
+- `nameservers`, `dns_port`, `dns_timeout`, `dns_cache`: see _dns (resolver).
 
 Names are compared as IDNA 2008 A-labels (qsmtp.domains): a `bad_helo`
 entry, `server.me` and the PTR names match the HELO name in either form; a

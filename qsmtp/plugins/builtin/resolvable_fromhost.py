@@ -15,7 +15,7 @@ Options:
 - `invalid_networks` (list of CIDR, default 0.0.0.0/8, 127.0.0.0/8,
   224.0.0.0/4, 240.0.0.0/4, ::/128, ::1/128, ff00::/8).
 - `message` (default `Sender domain {domain} does not resolve`).
-- `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
+- `nameservers`, `dns_port`, `dns_timeout`, `dns_cache`: see _dns (resolver).
 
 qpsmtpd mapping: `reject 0|1|naughty` + `reject_type perm|temp` -> `action`;
 config/invalid_resolvable_fromhost -> `invalid_networks`.

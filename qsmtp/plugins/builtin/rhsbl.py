@@ -13,7 +13,7 @@ Options:
 - `check_helo` (bool, default false): also look up the HELO/EHLO name.
 - `allow` (list of domains): never looked up (the domain and its subdomains).
 - `message` (default `{what} {domain} is listed in {zone}{txt}`): reply text.
-- `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
+- `nameservers`, `dns_port`, `dns_timeout`, `dns_cache`: see _dns (resolver).
 
 Domains are looked up and compared as IDNA 2008 A-labels (qsmtp.domains):
 `weiß.test` is asked as `xn--wei-7ka.test.<zone>`, never as `weiss.test`; an

@@ -26,7 +26,7 @@ Options:
 - `headers` (list, default `["received-spf", "authentication-results"]`):
   which result headers to add; `[]` for none.
 - `authserv_id`: see _sender_auth.
-- `nameservers`, `dns_port`, `dns_timeout`: see _dns (resolver).
+- `nameservers`, `dns_port`, `dns_timeout`, `dns_cache`: see _dns (resolver).
 
 Put `spf` before `dmarc` in `[[plugins]]`: dmarc reads its verdict.
 
