@@ -174,6 +174,27 @@ def plot(data, path):
     plt.close(fig)
 
 
+def syscall_table(data):
+    """Before (the tree at issue 15's start) and after (this tree), per
+    syscall, one session at a time, one 5 KB message per connection."""
+    sc = data.get("syscalls")
+    if not sc:
+        return "(not measured in this run)"
+    before, after = sc.get("before") or {}, sc["after"]
+    names = sorted(set(before) | set(after),
+                   key=lambda n: -max(before.get(n, 0), after.get(n, 0)))
+    lines = [f"{sc['messages']} messages traced; before = the tree at `{sc['ref']}` "
+             "(issue 15's start), run the same way in the same run.", "",
+             "| syscall | before | now |", "|---|---|---|",
+             "| **all** | {} | {} |".format(fmt(sum(before.values()) if before else None, 1),
+                                            fmt(sum(after.values()), 1))]
+    for n in names:
+        b, a = before.get(n), after.get(n)
+        if max(b or 0, a or 0) >= 0.5:
+            lines.append(f"| {n} | {fmt(b, 1)} | {fmt(a, 1)} |")
+    return "\n".join(lines)
+
+
 def write_doc(data, doc_path, plot_path):
     plot(data, plot_path)
     rel = Path(plot_path).name
@@ -228,6 +249,10 @@ peer's in the same round (measured seconds apart).
 ## (f) the plugin stack (hosts_allow, helo, dnsbl, rhsbl, spf, dkim, headers, maildir)
 
 {stack_table(data)}
+
+## Syscalls per message in a worker (bench/syscalls.py, strace)
+
+{syscall_table(data)}
 
 ## (d) 200 connections at once, per connection (bench/greetprobe.py)
 

@@ -28,6 +28,7 @@ import procstat
 import report
 import servers
 import stack
+import syscalls
 from instance import VENV_PY, stop_pid
 
 HERE = Path(__file__).resolve().parent
@@ -260,6 +261,11 @@ def main(argv=None):
         data = measure(a, names, fixture)
         cold = cold_starts(a.work, 2 if a.smoke else max(5, a.runs), fixture.dns_port) \
             if "qsmtp" in names and data["servers"] else []
+        if "qsmtp" in names and data["servers"]:
+            data["syscalls"] = syscalls.before_after(a.work, 50 if a.smoke else 200)
+            print("worker syscalls per message: before", syscalls.summary(
+                data["syscalls"]["before"] or {}), "now", syscalls.summary(
+                data["syscalls"]["after"]), flush=True)
     finally:
         stop_dns(dns_proc)
     data.update({"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
