@@ -186,8 +186,8 @@ def syscall_table(data):
     lines = [f"{sc['messages']} messages traced; before = the tree at `{sc['ref']}` "
              "(issue 15's start), run the same way in the same run.", "",
              "| syscall | before | now |", "|---|---|---|",
-             "| **all** | {} | {} |".format(fmt(sum(before.values()) if before else None, 1),
-                                            fmt(sum(after.values()), 1))]
+             f"| **all** | {fmt(sum(before.values()) if before else None, 1)} "
+             f"| {fmt(sum(after.values()), 1)} |"]
     for n in names:
         b, a = before.get(n), after.get(n)
         if max(b or 0, a or 0) >= 0.5:
