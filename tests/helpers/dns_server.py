@@ -132,9 +132,11 @@ class DnsServer:
                         return
                     self.request.sendall(struct.pack("!H", len(reply)) + reply)
 
-        class UdpServer(socketserver.ThreadingUDPServer):
+        # UDP answered in the serving thread: a thread per datagram cost
+        # more CPU than the answer itself (the bench's case (f) shares this
+        # server among the servers compared).
+        class UdpServer(socketserver.UDPServer):
             address_family = family
-            daemon_threads = True
 
         class TcpServer(socketserver.ThreadingTCPServer):
             address_family = family
