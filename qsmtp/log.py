@@ -20,7 +20,7 @@ import os
 import sys
 from types import TracebackType
 
-from qsmtp import systemd
+from qsmtp import procid, systemd
 from qsmtp.smtp import chars
 
 _ExcInfo = (tuple[type[BaseException], BaseException, TracebackType | None]
@@ -35,19 +35,6 @@ _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
 # The session a worker is serving now (one at a time): merged into every
 # record's journal fields.
 _context: dict[str, str] = {}
-
-# This process's pid for the `qsmtp[pid]:` prefix, kept current across fork:
-# logging's own (logProcesses) costs a getpid syscall per record.
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
 
 def escape(text: str) -> str:
     """Make `text` safe for one log line: the same escapes as in headers
@@ -89,7 +76,8 @@ class EscapingFormatter(logging.Formatter):
     traceback keeps its line structure, each line escaped."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.process = _pid
+        # procid, not logging's logProcesses: no getpid syscall per record.
+        record.process = procid.pid
         return escape(super().formatMessage(record))
 
     def formatException(self, ei: _ExcInfo) -> str:
@@ -166,7 +154,7 @@ def setup(debug: bool = False, quiet: bool = False, force_stderr: bool = False) 
     root.setLevel(level_for(debug, quiet))
     # Cheap when a level is off: isEnabledFor is cached per logger, and
     # nothing below formats a message before the level check. The pid comes
-    # from _pid when a line is formatted (no syscall per record).
+    # from procid when a line is formatted (no syscall per record).
     logging.logProcesses = False
     logging.logThreads = False
     logging.logMultiprocessing = False

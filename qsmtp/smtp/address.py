@@ -8,6 +8,7 @@ U+2029 (`chars.refused`), or a domain that is not valid under IDNA 2008
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -90,6 +91,10 @@ _MAX_DOMAIN = 255
 _MAX_LABEL = 63
 
 
+# Addresses recur (a site's own recipients above all) and an Address is
+# immutable: a parse is remembered per worker. Bounded: a few hundred KiB
+# at most; refusals (AddressError) are never cached.
+@functools.lru_cache(maxsize=256)
 def parse_path(text: str, *, allow_null: bool, smtputf8: bool = False,
                allow_postmaster: bool | None = None) -> Address:
     """Parse a MAIL/RCPT path (the part after `FROM:`/`TO:`, without params).

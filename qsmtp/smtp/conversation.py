@@ -73,7 +73,12 @@ class Conversation:
         self.session = Session(conn=conn, config=app.config,
                                peek_early_talk=self._reader.peek)
         self._out: list[bytes] = []
-        self._command = "CONNECT"  # what a refusal refuses (the log line)
+        # The command line a refusal refuses (the log line), redacted and
+        # decoded only when a refusal or a debug line needs it.
+        self._line = b"CONNECT"
+        self._timeout = server.timeout
+        # Per session, not per line: the level only changes at (re)load.
+        self._debug = log.isEnabledFor(logging.DEBUG)
         self._decided_by = ""  # the plugin behind the last hook's verdict
         self._closing = False
         self._rejected = False
@@ -130,7 +135,8 @@ class Conversation:
         if not log.isEnabledFor(logging.INFO):
             return
         session, txn = self.session, self.session.transaction
-        verb, _, arg = self._command.partition(" ")
+        command = redact(self._line).decode("utf-8", "surrogateescape")
+        verb, _, arg = command.partition(" ")
         verb = verb.upper()
         fields = []
         if verb == "MAIL" and arg[:5].upper() == "FROM:":
@@ -140,7 +146,7 @@ class Conversation:
         if verb == "RCPT" and arg[:3].upper() == "TO:":
             fields.append(f"to={arg[3:].strip()}")
         elif verb not in ("MAIL", "DATA", "CONNECT"):
-            fields.append(f"cmd=<{self._command[:100]}>")
+            fields.append(f"cmd=<{command[:100]}>")
         fields += [f"proto={session.protocol}", f"helo=<{session.helo_host or ''}>",
                    f"by={decided_by or 'qsmtp'}"]
         text = reply.wire.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", " / ")
@@ -154,9 +160,9 @@ class Conversation:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out.clear()
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             log.debug("session %s: S: %r", self.session.id, data)
-        self._reader.send(data, self.config.server.timeout if timeout is None else timeout)
+        self._reader.send(data, self._timeout if timeout is None else timeout)
 
     def last_words(self, reply: Reply) -> None:
         """Best effort at the end: the queued replies plus this one (a 421
@@ -172,12 +178,11 @@ class Conversation:
     def next_command(self) -> tuple[int, bytes]:
         """The next command line, as Reader.read_command returns it."""
         kind, line = self._reader.read_command()
-        shown = redact(line)
-        self._command = shown.decode("utf-8", "surrogateescape")
+        self._line = line
         self._decided_by = ""
         self.commands_read += 1
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("session %s: C: %r", self.session.id, shown)
+        if self._debug:
+            log.debug("session %s: C: %r", self.session.id, redact(line))
         return kind, line
 
     def ask(self, challenge: bytes) -> tuple[int, bytes]:
@@ -202,7 +207,7 @@ class Conversation:
             log.info("session %s: discarded %d plaintext bytes pipelined after STARTTLS",
                      self.session.id, dropped)
         try:
-            return self._reader.start_tls(context, self.config.server.timeout)
+            return self._reader.start_tls(context, self._timeout)
         except (ssl.SSLError, OSError) as exc:
             log.info("session %s: TLS handshake failed: %s", self.session.id, exc)
             self._closing = True

@@ -168,7 +168,10 @@ def _write_parts(fd: int, parts: list[bytes]) -> None:
     allows (one, unless a write is short or there are > _IOV_MAX parts)."""
     pending: list[bytes | memoryview] = [part for part in parts if part]
     while pending:
-        written = os.writev(fd, pending[:_IOV_MAX])
+        batch = pending if len(pending) <= _IOV_MAX else pending[:_IOV_MAX]
+        written = os.writev(fd, batch)
+        if batch is pending and written == sum(map(len, pending)):
+            return  # the usual case: all of it in one call, no bookkeeping
         done = 0
         while done < len(pending) and written >= len(pending[done]):
             written -= len(pending[done])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import overload
 
 from qsmtp.plugins.api import HookResult, Result
@@ -19,18 +19,29 @@ _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
+class _Wire:
+    """`Reply.wire`: formatted on first use, then an ordinary attribute. A
+    stage's default reply that a plugin's text replaces is never formatted.
+    (functools.cached_property would take a lock on every first use.)"""
+
+    @overload
+    def __get__(self, reply: None, owner: type) -> _Wire: ...
+    @overload
+    def __get__(self, reply: Reply, owner: type) -> bytes: ...
+    def __get__(self, reply: Reply | None, owner: type) -> _Wire | bytes:
+        if reply is None:
+            return self
+        wire = reply.__dict__["wire"] = _format(reply.code, reply.enhanced, reply.text)
+        return wire
+
+
 @dataclass(frozen=True)
 class Reply:
     code: int
     enhanced: str  # "2.0.0"; "" only for the greeting and 334 challenges
     text: str | tuple[str, ...]  # several strings -> a multi-line reply
     close: bool = False  # the connection is closed after sending this
-
-    @cached_property
-    def wire(self) -> bytes:
-        """The reply as sent. Formatted on first use: a stage's default
-        reply that a plugin's text replaces is never formatted at all."""
-        return _format(self.code, self.enhanced, self.text)
+    wire = _Wire()  # bytes on an instance: the reply as sent (no field)
 
     def with_text(self, text: str | None, *, close: bool | None = None) -> Reply:
         """This reply with a plugin's message; an enhanced code at the start

@@ -8,11 +8,12 @@ a reused worker.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from qsmtp import procid
 
 if TYPE_CHECKING:
     from qsmtp.config import Config
@@ -80,7 +81,7 @@ class Session:
 
     def __post_init__(self) -> None:
         if not self.id:
-            self.id = f"{os.getpid():x}{int(self.started * 1000) & 0xFFFFFFFF:08x}"
+            self.id = f"{procid.pid:x}{int(self.started * 1000) & 0xFFFFFFFF:08x}"
 
     @property
     def env(self) -> dict[str, str]:

@@ -107,3 +107,20 @@ def test_received_escapes_hostile_values(cfg):
     assert f"for <{escaped}@example.test>;" in value
     assert not any(byte < 0x20 and byte not in b"\n\t" or byte == 0x7F for byte in raw)
     assert value.count("\n") == 2  # folded exactly where we fold, nowhere else
+
+
+def test_received_date_is_now_and_formatted_once_a_second(cfg, monkeypatch):
+    from qsmtp.plugins.builtin import headers
+    sess = make_session(cfg)
+    calls = []
+    real = email.utils.formatdate
+    monkeypatch.setattr(headers.email.utils, "formatdate",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(headers.time, "time", lambda: 1743508800.25)
+    first = received_value(sess, sess.transaction, "mx.example.test")
+    monkeypatch.setattr(headers.time, "time", lambda: 1743508800.75)
+    assert received_value(sess, sess.transaction, "mx.example.test") == first
+    assert first.endswith("; " + real(1743508800, localtime=True)) and len(calls) == 1
+    monkeypatch.setattr(headers.time, "time", lambda: 1743508801.0)
+    assert received_value(sess, sess.transaction, "mx.example.test").endswith(
+        "; " + real(1743508801, localtime=True))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import time
 from typing import TYPE_CHECKING
 
 from qsmtp.plugins.api import HookReturn, Plugin, transaction_of
@@ -65,13 +66,26 @@ def received_value(session: Session, txn: Transaction, me: str, date: str | None
         protocol += f" (using {session.tls_cipher})"
     lines = [f"from {helo} ({tcp_info})",
              f"by {me} (qsmtp) with {protocol} id {txn.id}"]
-    stamp = date or email.utils.formatdate(localtime=True)
+    stamp = date or _date_now()
     if len(txn.recipients) == 1:
         lines.append(f"for <{escape(txn.recipients[0].address)}>; {stamp}")
     else:
         lines[-1] += ";"
         lines.append(stamp)
     return "\n\t".join(lines)
+
+
+_stamp = (-1, "")  # (second, its RFC 5322 date): formatdate costs ~10 us
+
+
+def _date_now() -> str:
+    """The RFC 5322 date of this second, formatted once per second (a
+    timezone offset can only change at a second boundary)."""
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, email.utils.formatdate(second, localtime=True))
+    return _stamp[1]
 
 
 def rename_auth_results(body: MessageBody) -> None:

@@ -30,6 +30,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from qsmtp import procid
 from qsmtp.plugins.api import DENYSOFT, OK, HookReturn, Plugin, PluginError, body_of, transaction_of
 from qsmtp.smtp.chars import escape
 
@@ -39,16 +40,6 @@ if TYPE_CHECKING:
 
 _SUBDIRS = ("tmp", "new", "cur")
 _counter = itertools.count(1)  # per process; the pid in the name tells forks apart
-# This process's pid, kept current across fork: no getpid syscall per message.
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
 
 
 class QueueMaildir(Plugin):
@@ -126,18 +117,18 @@ class QueueMaildir(Plugin):
         now = time.time()
         sec = int(now)
         usec = int((now - sec) * 1_000_000)
-        return f"{sec}.M{usec}P{_pid}Q{next(_counter)}.{self.host}"
+        return f"{sec}.M{usec}P{procid.pid}Q{next(_counter)}.{self.host}"
 
     def new_dir_fd(self) -> int:
         """new/ kept open: one open+close fewer per message. Per process:
         a worker never uses a descriptor it inherited."""
-        if self._dir_fd is None or self._dir_pid != _pid:
+        if self._dir_fd is None or self._dir_pid != procid.pid:
             self._dir_fd = os.open(self.new_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._dir_pid = _pid
+            self._dir_pid = procid.pid
         return self._dir_fd
 
     def _forget_dir_fd(self) -> None:
-        if self._dir_fd is not None and self._dir_pid == _pid:
+        if self._dir_fd is not None and self._dir_pid == procid.pid:
             with contextlib.suppress(OSError):
                 os.close(self._dir_fd)
         self._dir_fd = None
