@@ -31,6 +31,7 @@ from qsmtp import registry_published as pubfile
 from qsmtp import sysvipc
 from qsmtp.registry_cleanup import StillRunning, clear_leftovers
 from qsmtp.registry_layout import (
+    F64,
     FREE,
     H_GEN,
     H_LOCKREC,
@@ -99,6 +100,7 @@ class Registry:
         self.path = pubfile.path(runtime_dir)
         self._offsets = [HEADER_SIZE + i * SLOT_SIZE for i in range(slots)]
         self._removed = False
+        self._view: memoryview | None = None
         self._recovery = lock.Recovery(self.worker_pids, self._count_recovery)
 
     # ---- life cycle (supervisor) ------------------------------------------
@@ -187,6 +189,9 @@ class Registry:
         self.detach()
 
     def detach(self) -> None:
+        if self._view is not None:  # never a live buffer over unmapped memory
+            self._view.release()
+            self._view = None
         with contextlib.suppress(sysv_ipc.Error):
             if self.shm.attached:
                 self.shm.detach()
@@ -259,9 +264,14 @@ class Registry:
                        self._offsets[index])
 
     def release_slot(self, index: int) -> None:
-        """Only after waitpid: the pid is gone for good."""
+        """Only after waitpid: the pid is gone for good.  Its sessions move
+        into the header's count (see mark_idle)."""
+        offset = self._offsets[index]
         with self._locked():
-            self.shm.write(bytes(SLOT_SIZE), self._offsets[index])
+            served = U32.unpack(self.shm.read(U32.size, offset + S_SESSIONS))[0]
+            total = U64.unpack(self.shm.read(U64.size, H_SESSIONS))[0]
+            self.shm.write(PACK_Q(total + served), H_SESSIONS)
+            self.shm.write(bytes(SLOT_SIZE), offset)
 
     def set_generation(self, generation: int) -> None:
         self.shm.write(PACK_I(generation), H_GEN)
@@ -314,37 +324,46 @@ class Registry:
                                    for i in range(self.slots)) if pid]
 
     # ---- worker side -------------------------------------------------------------
+    def _mem(self) -> memoryview:
+        """The segment as a buffer (per-session writes): no syscall, where
+        sysv_ipc's read()/write() each make a shmctl(IPC_STAT) for the size."""
+        if self._view is None:
+            self._view = memoryview(self.shm)
+        return self._view
+
     def mark_busy(self, index: int, peer_ip: str | None, service: str,
                   max_from_ip: int) -> int | None:
         """Atomically: refuse (return the count of this IP's other sessions)
         when it has max_from_ip already, else mark the slot busy -> None."""
         record = admission.busy_record(peer_ip)
+        busy = record + encode_text(service, SERVICE_SIZE) + PACK_D(time.time())
+        mem, at = self._mem(), self._offsets[index] + S_MATCH
         with self._locked():
             if max_from_ip > 0:
-                area = self.shm.read(self.slots * SLOT_SIZE, HEADER_SIZE)
+                area = bytes(mem[HEADER_SIZE:HEADER_SIZE + self.slots * SLOT_SIZE])
                 count = admission.refused(area, index, record, max_from_ip)
                 if count is not None:
                     return count
-            self.shm.write(record + encode_text(service, SERVICE_SIZE) + PACK_D(time.time()),
-                           self._offsets[index] + S_MATCH)
+            mem[at:at + len(busy)] = busy
         return None
 
     def mark_idle(self, index: int, sessions_served: int) -> None:
-        """End of a session: slot idle again, and one more in sessions_total."""
-        offset = self._offsets[index]
-        idle = bytes([IDLE, 0]) + bytes(PEER_SIZE + SERVICE_SIZE) + PACK_D(time.time())
-        with self._locked():
-            self.shm.write(PACK_I(sessions_served), offset + S_SESSIONS)
-            self.shm.write(idle, offset + S_MATCH)
-            total = U64.unpack(self.shm.read(U64.size, H_SESSIONS))[0]
-            self.shm.write(PACK_Q(total + 1), H_SESSIONS)
+        """End of a session: slot idle, its served count updated; no lock.
+        Only this worker writes its slot, in one copy.  A reader meeting it
+        half done is fine: a per-IP count sees this ending session busy or
+        not (never more than the truth a moment ago); status may show the
+        slot mid-change once.  No shared counter: see decode's sessions_total."""
+        offset = self._offsets[index] + S_SESSIONS
+        idle = (PACK_I(sessions_served) + bytes(S_STATE - S_SESSIONS - U32.size)
+                + bytes([IDLE, 0]) + bytes(PEER_SIZE + SERVICE_SIZE) + PACK_D(time.time()))
+        self._mem()[offset:offset + len(idle)] = idle
 
     def heartbeat(self, index: int, now: float | None = None) -> None:
         """Own field only, no lock: one 8-byte aligned write.  CLOCK_MONOTONIC
         (system-wide on Linux): the supervisor's silence check must not see a
         wall-clock step as every worker going quiet."""
-        self.shm.write(PACK_D(time.monotonic() if now is None else now),
-                       self._offsets[index] + S_HEARTBEAT)
+        at = self._offsets[index] + S_HEARTBEAT
+        self._mem()[at:at + F64.size] = PACK_D(time.monotonic() if now is None else now)
 
     # ---- snapshot ---------------------------------------------------------------------
     def snapshot(self, timeout: float | None = None) -> dict[str, Any]:

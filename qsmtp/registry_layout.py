@@ -14,7 +14,7 @@ Layout (little-endian, no implicit padding), HEADER_SIZE + slots * SLOT_SIZE:
   29  B  reload status (none/ok/failed) 32  16s service (listener name)
   30  H  (pad)                          48  d  since (busy since / idle since)
   32  d  started                        56  d  heartbeat (CLOCK_MONOTONIC)
-  40  Q  sessions_total                 64  d  started (fork time)
+  40  Q  sessions of released slots     64  d  started (fork time)
   48  I  children (max workers)         72  8x (spare)
   52  I  idle_children
   56  I  max_from_ip
@@ -25,6 +25,10 @@ Layout (little-endian, no implicit padding), HEADER_SIZE + slots * SLOT_SIZE:
            published file, Registry.publish)
   120 8s instance: which runtime dir made it (`instance_id`), so the
            leftover cleanup touches only its own instance's segments
+
+sessions_total (as decoded) = the header's count + every live slot's
+"sessions served": a worker bumps only its own slot, without the lock, and
+the supervisor moves a slot's count into the header when it releases it.
 
 State, family and peer are adjacent (slot bytes 14..32) so the per-IP count
 compares one MATCH_SIZE-byte slice per slot, and mark_busy is a single write.
@@ -170,11 +174,13 @@ def decode(raw: bytes, consistent: bool = True) -> dict[str, Any]:
      started, sessions_total, children, idle_children, max_from_ip, recoveries,
      reload_time, throttled, reason, _instance) = HEADER.unpack_from(raw, 0)
     workers = []
+    served = 0
     for index in range(slots):
         (wpid, wgen, sessions, _, wstate, family, peer, service, since, heartbeat,
          wstarted) = SLOT.unpack_from(raw, HEADER_SIZE + index * SLOT_SIZE)
         if wstate == FREE:
             continue
+        served += sessions
         workers.append({
             "slot": index, "pid": wpid, "generation": wgen,
             "state": SLOT_STATES.get(wstate, "unknown"),
@@ -187,7 +193,7 @@ def decode(raw: bytes, consistent: bool = True) -> dict[str, Any]:
         "supervisor": {
             "pid": pid, "generation": generation, "started": started,
             "state": SUPERVISOR_STATES[state] if state < len(SUPERVISOR_STATES) else "?",
-            "sessions_total": sessions_total, "lock_recoveries": recoveries,
+            "sessions_total": sessions_total + served, "lock_recoveries": recoveries,
             "reload_status": RELOAD_STATUS[reload_status]
             if reload_status < len(RELOAD_STATUS) else "?",
             "reload_reason": decode_text(reason), "reload_time": reload_time,

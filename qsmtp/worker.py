@@ -87,6 +87,8 @@ class Worker:
         self.served = 0
         self.stop = self.retire = self.waiting = self.in_session = False
         self.by_fd = {lst.fileno(): lst for lst in listeners}
+        self.local = {fd: _bound_to(lst.sock) for fd, lst in self.by_fd.items()}
+        self.pid = os.getpid()  # built in the forked child; gossip and logs name it
         self.proxy = proxy_gate.ProxyPolicy.from_config(app.config)  # None: off
 
     # ---- start -------------------------------------------------------------
@@ -104,7 +106,7 @@ class Worker:
         if self.base_nice is not None:
             with contextlib.suppress(OSError):  # undo --renice-parent
                 os.setpriority(os.PRIO_PROCESS, 0, self.base_nice)
-        self.registry.set_slot(self.slot, os.getpid(), self.generation)
+        self.registry.set_slot(self.slot, self.pid, self.generation)
         self.registry.heartbeat(self.slot, time.monotonic())
         self._title("idle")
 
@@ -154,31 +156,35 @@ class Worker:
             if events is None:
                 continue
             if any(fd == self.lifeline for fd, _ in events):
-                log.warning("supervisor gone; worker %d exits", os.getpid())
+                log.warning("supervisor gone; worker %d exits", self.pid)
                 return 0
             for fd, _ in events:
                 accepted = self._accept(fd)
                 if accepted:
                     conn, address = accepted
-                    self._serve(conn, address, self.by_fd[fd])
+                    self._serve(conn, address, fd)
                     break  # back to epoll: re-check flags and lifetime first
-        log.debug("worker %d exits after %s", os.getpid(), qlog.plural(self.served, "session"))
+        log.debug("worker %d exits after %s", self.pid, qlog.plural(self.served, "session"))
         return 0
 
     def _wait(self, poller: select.epoll) -> list[tuple[int, int]] | None:
         self.registry.heartbeat(self.slot, time.monotonic())
-        if os.getppid() != self.ppid:
-            self.stop = True
-            return None
         self.waiting = True
         try:
             if self.stop or self.retire:
                 return None
-            return poller.poll(POLL_TIMEOUT)
+            events = poller.poll(POLL_TIMEOUT)
         except _LeaveWait:
             return None
         finally:
             self.waiting = False
+        # The parent check only on an idle tick, not per connection: while
+        # connections come, the lifeline in this epoll set reports the
+        # supervisor's death with them.
+        if not events and os.getppid() != self.ppid:
+            self.stop = True
+            return None
+        return events
 
     def _accept(self, fd: int) -> tuple[socket.socket, Any] | None:
         listener = self.by_fd.get(fd)
@@ -202,10 +208,12 @@ class Worker:
             raise
 
     # ---- one connection ------------------------------------------------------------
-    def _serve(self, conn: socket.socket, address: Any, listener: Listener) -> None:
-        conn.setblocking(True)
+    def _serve(self, conn: socket.socket, address: Any, fd: int) -> None:
+        # accept() gave a blocking socket without a timeout; the PROXY gate
+        # sets its own and the session's Reader turns it non-blocking once.
+        listener = self.by_fd[fd]
         peer, port = peer_of(address)
-        local, local_port = peer_of(conn.getsockname())
+        local, local_port = self.local[fd] or peer_of(conn.getsockname())
         # A balancer's PROXY header names the client, before anything else.
         ends = proxy_gate.admit(self.proxy, conn,
                                 proxy_gate.Endpoints(peer, port, local, local_port),
@@ -238,12 +246,13 @@ class Worker:
             for listener in self.listeners:
                 _close(listener.sock)
         self.registry.mark_idle(self.slot, self.served)
-        self._gossip(gossip.Kind.IDLE)
+        if self.served == 1:  # what the supervisor's boot-loop throttle waits for
+            self._gossip(gossip.Kind.IDLE)
         self._title("idle")
         self._log_summary(summary, info, time.monotonic() - started)
         qlog.unbind()
         if summary is not None and summary.plugin_failed:
-            log.warning("a plugin failed in this session; worker %d retires", os.getpid())
+            log.warning("a plugin failed in this session; worker %d retires", self.pid)
             self.retire = True
 
     def _admit(self, conn: socket.socket, peer: str, service: str) -> bool:
@@ -274,16 +283,26 @@ class Worker:
                  info.service, summary.helo or "", summary.messages, summary.result,
                  summary.duration or elapsed,
                  extra={"peer": info.peer_ip, "service": info.service,
-                        "worker": os.getpid(), "queue_id": summary.queue_id})
+                        "worker": self.pid, "queue_id": summary.queue_id})
 
     # ---- small helpers -----------------------------------------------------------
     def _gossip(self, kind: gossip.Kind) -> None:
         """Wake the supervisor at once (a burst must not wait for its tick)."""
-        gossip.send(self.wake, kind, os.getpid())
+        gossip.send(self.wake, kind, self.pid)
 
     def _title(self, state: str, peer: str | None = None) -> None:
         if self.server.pretty_child:
             _set_title(f"qsmtp: worker {state}" + (f" {peer}" if peer else ""))
+
+
+def _bound_to(sock: socket.socket) -> tuple[str, int] | None:
+    """A listener's address when every connection's local end is that
+    address (saves a getsockname per connection); None for a wildcard."""
+    try:
+        local = peer_of(sock.getsockname())
+    except (OSError, TypeError, IndexError):
+        return None
+    return None if local[0] in ("0.0.0.0", "::") else local
 
 
 def _close(conn: socket.socket) -> None:
@@ -296,6 +315,8 @@ def _close_session(conn: socket.socket) -> None:
     pipelined behind it (EHLO right after the banner, while we say 421 at a
     stop) would make close() send a RST, and the client's kernel would drop
     our 421 unread.  FIN first, then discard what is already queued."""
+    if conn.fileno() < 0:
+        return  # the session closed it (or STARTTLS took it over)
     try:
         conn.shutdown(socket.SHUT_WR)
         conn.setblocking(False)

@@ -12,11 +12,18 @@ Everything works on whole buffers with bytes.find / count / replace: no
 per-byte Python loops. One recv() per chunk; `flush` is called before every
 recv that might block, which is what makes PIPELINING replies go out in one
 send per group of commands.
+
+The socket is non-blocking for the whole session and waits go through a
+poll object of our own: socket.settimeout() costs an ioctl(FIONBIO) per
+call and a timed send() polls before it writes, so per-call timeouts made
+~3 syscalls of every read and send.  Now a read is poll + recv and a send
+is one send (poll only when the kernel's buffer is full).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import time
@@ -98,6 +105,18 @@ class Reader:
         # A TLS ClientHello as the first bytes of the session: a client
         # that wanted the implicit-TLS port (cleared at the first line).
         self.watch_tls_hello = watch_tls_hello
+        # Once per session (one ioctl); the poll object never changes fd:
+        # STARTTLS wraps the same descriptor.
+        sock.setblocking(False)
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+        self._polling = select.POLLIN
+        # What "wait, then retry" looks like: EAGAIN, and after STARTTLS
+        # OpenSSL's want-read/want-write too (ssl is imported only by a
+        # server with TLS configured, so these are filled in start_tls).
+        self._retry: tuple[type[OSError], ...] = (BlockingIOError,)
+        self._want_read: type[OSError] | None = None
+        self._tls = False
 
     # -- raw input ---------------------------------------------------------
     def _recv(self, deadline: float, idle: bool = False,
@@ -112,17 +131,23 @@ class Reader:
         stopping = self.stopping if idle else None
         if stopping is not None and stopping():
             raise StopRequested()
+        event = select.POLLIN
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise too_slow()
-            self.sock.settimeout(remaining if stopping is None else min(remaining, STOP_POLL))
+            # Bytes OpenSSL already decrypted never show on the socket.
+            if not self._tls_pending():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise too_slow()
+                if not self._wait(event, remaining if stopping is None
+                                  else min(remaining, STOP_POLL)):
+                    if stopping is not None and stopping():
+                        raise StopRequested()
+                    continue
             try:
                 data = self.sock.recv(RECV_SIZE)
                 break
-            except TimeoutError:
-                if stopping is not None and stopping():
-                    raise StopRequested() from None
+            except self._retry as exc:  # woken without a whole TLS record, or TLS must write
+                event = self._event(exc, select.POLLIN)
             except (ConnectionError, OSError) as exc:
                 raise PeerClosed(str(exc)) from None
         if not data:
@@ -133,9 +158,40 @@ class Reader:
         self.touch()
 
     # -- the socket itself -------------------------------------------------
+    def _wait(self, event: int, seconds: float) -> bool:
+        """Poll our socket for `event`; False when `seconds` passed first.
+        Rounded up to whole ms: a 0 ms poll would spin until the deadline."""
+        if event != self._polling:
+            self._poll.modify(self.sock.fileno(), event)
+            self._polling = event
+        return bool(self._poll.poll(math.ceil(seconds * 1000)))
+
+    def _tls_pending(self) -> bool:
+        return self._tls and self.sock.pending() > 0  # type: ignore[attr-defined]
+
+    def _event(self, exc: OSError, default: int) -> int:
+        """The poll event a would-block error waits for."""
+        if type(exc) is BlockingIOError:
+            return default
+        return select.POLLIN if type(exc) is self._want_read else select.POLLOUT
+
+    def _wait_until(self, event: int, deadline: float, what: str) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not self._wait(event, remaining):
+            raise TimeoutError(f"{what} timed out")
+
     def send(self, data: bytes, timeout: float) -> None:
-        self.sock.settimeout(timeout)
-        self.sock.sendall(data)
+        """All of `data` within `timeout` (TimeoutError), else OSError.
+        Written first, polled only when the socket's buffer is full."""
+        view, deadline = memoryview(data), 0.0
+        while view:
+            try:
+                view = view[self.sock.send(view):]
+                continue
+            except self._retry as exc:
+                event = self._event(exc, select.POLLOUT)
+            deadline = deadline or time.monotonic() + timeout
+            self._wait_until(event, deadline, "send")
 
     def discard_buffer(self) -> int:
         """Drop everything buffered (plaintext after STARTTLS); returns count."""
@@ -146,11 +202,19 @@ class Reader:
     def start_tls(self, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
         """Server-side TLS on this socket from now on; raises ssl.SSLError /
         OSError when the handshake fails."""
-        self.sock.settimeout(timeout)
+        import ssl  # loaded already: the caller built `context`
+
         tls = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
-        self.sock = tls
-        tls.do_handshake()
-        return tls
+        self.sock = tls  # non-blocking like the plain socket it wraps
+        self._tls, self._want_read = True, ssl.SSLWantReadError
+        self._retry = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except self._retry as exc:
+                self._wait_until(self._event(exc, select.POLLIN), deadline, "TLS handshake")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -161,21 +225,15 @@ class Reader:
         seconds; consumes nothing (for the earlytalker plugin)."""
         if self.buf:
             return True
-        pending = getattr(self.sock, "pending", None)
-        if pending is not None and pending():
+        if self._tls_pending():
             return True
         try:
-            readable, _, _ = select.select([self.sock], [], [], max(wait, 0.0))
-        except (OSError, ValueError):
-            return False
-        if not readable:
-            return False
-        if pending is not None:
-            return True
-        try:
-            self.sock.settimeout(0.0)
+            if not self._wait(select.POLLIN, max(wait, 0.0)):
+                return False
+            if self._tls:
+                return True  # no MSG_PEEK through TLS: a record is there
             return bool(self.sock.recv(1, socket.MSG_PEEK))
-        except OSError:
+        except (OSError, ValueError):
             return False
 
     # -- command lines -----------------------------------------------------

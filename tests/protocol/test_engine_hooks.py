@@ -161,9 +161,9 @@ def test_pipelined_transaction_gets_one_send(tmp_path):
     sends: list[bytes] = []
 
     class Counting(socket.socket):
-        def sendall(self, data, *args):
+        def send(self, data, *args):  # the Reader's one call per flush
             sends.append(bytes(data))
-            return super().sendall(data, *args)
+            return super().send(data, *args)
 
     def wrap(conn):
         return Counting(conn.family, conn.type, conn.proto, fileno=conn.detach())

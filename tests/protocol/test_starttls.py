@@ -53,6 +53,23 @@ def test_smtplib_starttls_and_send(server, tmp_path):
     assert stored.endswith(b"Subject: tls\n\nhi\n")
 
 
+def test_large_message_over_tls_arrives_whole(tmp_path, cert):
+    """The Reader's socket is non-blocking: a message of many TLS records
+    (and records split across reads) goes through its want-read waits."""
+    srv = Server(write_config(tmp_path, {"tls.cert": f'"{cert[0]}"', "tls.key": f'"{cert[1]}"',
+                                         "server.databytes": "4000000"}))
+    try:
+        body = b"".join(b"%06d " % i + b"x" * 70 + b"\r\n" for i in range(40000))  # ~3 MB
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=20) as smtp:
+            smtp.starttls(context=client_context())
+            smtp.sendmail("a@client.test", ["u@example.test"], b"Subject: big\r\n\r\n" + body)
+        assert srv.wait_session().messages == 1
+        stored = srv.maildir_files(tmp_path)[0].read_bytes()
+        assert stored.endswith(b"Subject: big\n\n" + body.replace(b"\r\n", b"\n"))
+    finally:
+        srv.close()
+
+
 def test_plaintext_pipelined_after_starttls_is_discarded(server):
     client = Client(server.port)
     assert client.reply()[0].startswith(b"220 ")

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +22,18 @@ from qsmtp.smtp.reader import (
     TLSOnPlainPort,
 )
 
+# The Reader polls its socket's fd before each recv: the fakes' fd is one end
+# of a real socket pair with a byte always waiting, so every poll is "ready".
+_READY = socket.socketpair()
+_READY[1].send(b"x")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_ready():
+    yield
+    for sock in _READY:
+        sock.close()
+
 
 class ChunkSock:
     """recv() returns the given chunks one by one, then EOF."""
@@ -28,8 +42,11 @@ class ChunkSock:
         self.chunks = list(chunks)
         self.recvs = 0
 
-    def settimeout(self, value):
+    def setblocking(self, flag):
         pass
+
+    def fileno(self):
+        return _READY[0].fileno()
 
     def recv(self, size):
         self.recvs += 1
@@ -212,6 +229,41 @@ def test_data_timeout():
     finally:
         left.close()
         right.close()
+
+
+def test_send_waits_while_the_socket_buffer_is_full():
+    """Non-blocking send: partial writes, then a poll for room, in order."""
+    left, right = socket.socketpair()
+    payload = b"".join(b"%08d" % i for i in range(1 << 20))  # 8 MiB, far above the buffer
+    got = bytearray()
+
+    def drain():
+        while len(got) < len(payload):
+            time.sleep(0.001)
+            got.extend(right.recv(1 << 16))
+
+    reader_thread = threading.Thread(target=drain)
+    reader_thread.start()
+    try:
+        Reader(left, 5, lambda: None).send(payload, 10)
+        reader_thread.join(20)
+        assert bytes(got) == payload
+    finally:
+        left.close()
+        right.close()
+
+
+def test_send_times_out_when_the_peer_never_reads():
+    left, right = socket.socketpair()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            Reader(left, 5, lambda: None).send(b"x" * (16 << 20), 0.2)
+        assert time.monotonic() - started < 3
+    finally:
+        left.close()
+        right.close()
+
 
 _LINE = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 
