@@ -42,14 +42,14 @@ CPU_MS_PER_MSG = 4.0
 # bound is the regression guard (a lost gc.freeze or a heavy import fails it).
 IDLE_FLEET_PSS_MIB = 34
 COLD_START_S = 0.300
-# One connection per message (case (a)), 5 KB: 52 syscalls per message in the
-# worker (99 before issue 15, 87 after its first cuts; then a non-blocking
+# One connection per message (case (a)), 5 KB: 35 syscalls per message in the
+# worker (99 before issue 15, 87 after its first cuts; 52 with a non-blocking
 # socket polled by the Reader: no ioctl per timeout, no poll before a send;
-# registry writes through a memoryview: no shmctl; mark_idle unlocked).
-# Polls and short reads can add a few under load; a recv or write per line,
-# a settimeout per read, a lost pid cache or a timer read per hook each add
-# 6 or more.
-WORKER_SYSCALLS_PER_MSG = 57
+# registry writes through a memoryview: no shmctl; mark_idle unlocked; 35
+# with no per-hook timer).  epoll_wait/accept4 vary by ~0.3 (both workers
+# woken); a recv or write per line, a settimeout per read, a lost pid cache
+# or a timer per hook each add 6 or more.
+WORKER_SYSCALLS_PER_MSG = 40
 
 
 def _tree(root: int) -> list[int]:
