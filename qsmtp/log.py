@@ -26,7 +26,9 @@ from qsmtp.smtp import chars
 _ExcInfo = (tuple[type[BaseException], BaseException, TracebackType | None]
             | tuple[None, None, None])
 
+_SRCFILE = logging._srcfile
 FIELDS = ("peer", "service", "worker", "session", "txn", "queue_id")
+_JOURNAL_KEYS = tuple((name, f"QSMTP_{name.upper()}") for name in FIELDS)
 
 # logging level -> syslog priority (sd-daemon(3) prefixes)
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
@@ -75,10 +77,22 @@ class EscapingFormatter(logging.Formatter):
     """The message escaped whole (a newline in it cannot forge a line); a
     traceback keeps its line structure, each line escaped."""
 
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._uses_time = self.usesTime()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info or self._uses_time:
+            return super().format(record)
+        # The usual one-line record: what logging.Formatter.format does for
+        # it (same text) without its generic checks; a few lines a message.
+        record.message = record.getMessage()
+        return self.formatMessage(record)
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         # procid, not logging's logProcesses: no getpid syscall per record.
         record.process = procid.pid
-        return escape(super().formatMessage(record))
+        return chars.escape(self._style.format(record))
 
     def formatException(self, ei: _ExcInfo) -> str:
         return "\n".join(escape(line) for line in super().formatException(ei).split("\n"))
@@ -112,12 +126,12 @@ class FieldsFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         fields = record.__dict__
-        for name in FIELDS:
+        for name, key in _JOURNAL_KEYS:
             value = fields.get(name)
             if value is None:
                 value = _context.get(name)
             if value is not None:
-                fields[f"QSMTP_{name.upper()}"] = escape(str(value))
+                fields[key] = chars.escape(value if value.__class__ is str else str(value))
         # python-systemd sends these unconditionally; logThreads and
         # logMultiprocessing are off (cheaper), so name what we are instead.
         record.threadName = "MainThread"
@@ -142,7 +156,8 @@ def setup(debug: bool = False, quiet: bool = False, force_stderr: bool = False) 
     for old in list(root.handlers):
         root.removeHandler(old)
     handler: logging.Handler
-    if not force_stderr and systemd.journal_stream_matches(2):
+    journal = not force_stderr and systemd.journal_stream_matches(2)
+    if journal:
         handler = systemd.journal_handler("qsmtp")
         handler.addFilter(FieldsFilter())
         handler.setFormatter(EscapingFormatter("%(message)s"))
@@ -150,6 +165,10 @@ def setup(debug: bool = False, quiet: bool = False, force_stderr: bool = False) 
         handler = logging.StreamHandler(sys.stderr)
         cls = PrefixFormatter if under_systemd() else TerminalFormatter
         handler.setFormatter(cls("qsmtp[%(process)d]: %(message)s"))
+    # Where a line was logged from (a stack walk per record) is only used by
+    # the journal (CODE_FILE, CODE_LINE, CODE_FUNC); stderr lines don't show
+    # it, so it is not looked up there (logging's documented switch).
+    logging._srcfile = _SRCFILE if journal else None
     root.addHandler(handler)
     root.setLevel(level_for(debug, quiet))
     # Cheap when a level is off: isEnabledFor is cached per logger, and

@@ -112,11 +112,15 @@ def test_setup_picks_handler_and_level(monkeypatch):
         log.setup(quiet=True)
         assert isinstance(root.handlers[0].formatter, log.PrefixFormatter)
         assert root.level == logging.WARNING
+        assert logging._srcfile is None  # stderr shows no caller: no stack walk
         st = os.fstat(2)
         monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
         log.setup(debug=True)
         assert type(root.handlers[0]).__name__ == "JournalHandler"
         assert root.level == logging.DEBUG
+        # CODE_FILE / CODE_LINE / CODE_FUNC: the journal gets the caller
+        assert logging._srcfile == log._SRCFILE is not None
+        assert logging.getLogger("q").findCaller()[2] == "test_setup_picks_handler_and_level"
     finally:
         root.handlers[:], root.level = saved
 
