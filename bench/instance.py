@@ -154,6 +154,14 @@ class Server:
 
     def start(self):
         """Start; return seconds from launch to the first 220 banner."""
+        # A 220 on the port proves nothing when something else already
+        # listens there (another bench run): its server would be measured.
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise RuntimeError(f"{self.name}: port {self.port} is taken ({exc.strerror}): "
+                                   "another bench run?") from None
         # open for the instance's life; closed in stop()
         self.log = open(self.work / "server.log", "ab")  # noqa: SIM115
         t0 = time.monotonic()

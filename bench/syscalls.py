@@ -11,6 +11,7 @@ import argparse
 import collections
 import contextlib
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,8 @@ def count(tree, work, messages):
     (work / "run").mkdir(exist_ok=True)
     (work / "qsmtp.toml").write_text(config_text(work, PORT))
     code = f"import sys; sys.path.insert(0, {str(tree)!r}); from qsmtp.cli import main; main()"
+    with socket.socket() as probe:       # a 220 from someone else's server proves nothing
+        probe.bind(("127.0.0.1", PORT))
     with open(work / "server.log", "wb") as log:
         server = subprocess.Popen([str(VENV_PY), "-c", code, "serve", "--config",
                                    str(work / "qsmtp.toml")], stdout=log, stderr=log,
