@@ -157,6 +157,9 @@ class Server:
         # A 220 on the port proves nothing when something else already
         # listens there (another bench run): its server would be measured.
         with socket.socket() as probe:
+            # SO_REUSEADDR: connections of an earlier run in TIME_WAIT don't
+            # count; a listener does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", self.port))
             except OSError as exc:

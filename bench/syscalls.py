@@ -66,6 +66,7 @@ def count(tree, work, messages):
     (work / "qsmtp.toml").write_text(config_text(work, PORT))
     code = f"import sys; sys.path.insert(0, {str(tree)!r}); from qsmtp.cli import main; main()"
     with socket.socket() as probe:       # a 220 from someone else's server proves nothing
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # TIME_WAIT is fine
         probe.bind(("127.0.0.1", PORT))
     with open(work / "server.log", "wb") as log:
         server = subprocess.Popen([str(VENV_PY), "-c", code, "serve", "--config",
