@@ -55,10 +55,12 @@ def execute(conv: Conversation, kind: int, line: bytes) -> None:
     if b"\x00" in line:
         return _refuse_line(conv, NUL_IN_LINE)
     verb, _, raw_arg = line.partition(b" ")
-    name = verb.decode("ascii", "replace").upper()
-    handler = VERBS.get(name)
+    handler = _VERBS_AS_SENT.get(verb)  # most clients send verbs in upper case
     if handler is None:
-        return _unknown(conv, name, raw_arg)
+        name = verb.decode("ascii", "replace").upper()
+        handler = VERBS.get(name)
+        if handler is None:
+            return _unknown(conv, name, raw_arg)
     handler(conv, raw_arg.decode("utf-8", "surrogateescape").strip(" "))
 
 
@@ -309,4 +311,5 @@ VERBS: dict[str, Handler] = {
     "DATA": do_data, "RSET": do_rset, "NOOP": do_noop, "QUIT": do_quit,
     "VRFY": do_vrfy, "HELP": do_help, "STARTTLS": do_starttls, "AUTH": do_auth,
 }
+_VERBS_AS_SENT = {name.encode(): handler for name, handler in VERBS.items()}
 HELP = Reply(214, "2.0.0", ("qsmtp commands:", " ".join(VERBS), "See RFC 5321"))

@@ -91,8 +91,8 @@ class QueueMaildir(Plugin):
     def hook_queue(self, session: Session) -> HookReturn:
         txn = transaction_of(session)
         name = self.unique_name()
-        tmp = os.path.join(self.tmp_dir, name)
-        new = os.path.join(self.new_dir, name)
+        tmp = f"{self.tmp_dir}/{name}"  # absolute dirs (setup); no os.path.join per message
+        new = f"{self.new_dir}/{name}"
         stage = "write"
         try:
             self.write_file(tmp, txn)
