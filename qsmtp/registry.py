@@ -18,7 +18,6 @@ import contextlib
 import grp
 import logging
 import os
-import secrets
 import struct
 import time
 from typing import Any
@@ -143,7 +142,8 @@ class Registry:
         for _ in range(64):
             # Our own key from the OS, not sysv_ipc's rand(): a forked process
             # shares that generator's state and would draw the same keys.
-            key = secrets.randbelow(0x7FFFFFFE) + 1
+            # (Not the secrets module: it loads OpenSSL's libcrypto.)
+            key = int.from_bytes(os.urandom(4), "big") % 0x7FFFFFFE + 1
             pubfile.write(runtime_dir, {"key": key, "pid": os.getpid(), "version": VERSION})
             try:
                 shm = sysv_ipc.SharedMemory(key, sysv_ipc.IPC_CREX, mode=mode, size=size,

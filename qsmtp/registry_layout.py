@@ -37,9 +37,12 @@ The offsets below are computed from the field lists, never typed twice.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import struct
+
+# hashlib's own BLAKE2 (built into CPython), without hashlib itself: that
+# loads OpenSSL's libcrypto, ~3 MB mapped into every process of the fleet.
+from _blake2 import blake2b
 from typing import Any
 
 MAGIC = b"QSMTPREG"
@@ -109,8 +112,8 @@ def instance_id(runtime_dir: str) -> bytes:
     """The header's `instance`: a digest of the runtime dir's real path.  A
     crashed run whose published file is gone is recognised by it; another
     instance's segment (another runtime dir) never matches."""
-    return hashlib.blake2b(runtime_dir.encode("utf-8", "surrogateescape"),
-                           digest_size=INSTANCE_SIZE).digest()
+    return blake2b(runtime_dir.encode("utf-8", "surrogateescape"),
+                   digest_size=INSTANCE_SIZE).digest()
 
 
 def header_pid(head: bytes) -> int:
