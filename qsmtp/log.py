@@ -139,6 +139,20 @@ class FieldsFilter(logging.Filter):
         return True
 
 
+class LineHandler(logging.StreamHandler):
+    """A StreamHandler for a stream that passes each write on (Python's
+    stderr: write-through, or line-buffered on a terminal): the record's
+    line leaves with its write, so no flush() per record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
+            self.handleError(record)
+
+
 def level_for(debug: bool, quiet: bool) -> int:
     if debug:
         return logging.DEBUG
@@ -162,7 +176,10 @@ def setup(debug: bool = False, quiet: bool = False, force_stderr: bool = False) 
         handler.addFilter(FieldsFilter())
         handler.setFormatter(EscapingFormatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        unbuffered = (getattr(sys.stderr, "write_through", False)
+                      or getattr(sys.stderr, "line_buffering", False))
+        handler = (LineHandler(sys.stderr) if unbuffered
+                   else logging.StreamHandler(sys.stderr))
         cls = PrefixFormatter if under_systemd() else TerminalFormatter
         handler.setFormatter(cls("qsmtp[%(process)d]: %(message)s"))
     # Where a line was logged from (a stack walk per record) is only used by

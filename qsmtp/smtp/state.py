@@ -8,6 +8,7 @@ a reused worker.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,16 @@ if TYPE_CHECKING:
     from qsmtp.smtp.message import MessageBody
 
 _txn_counter = itertools.count(1)
+
+
+def _forked() -> None:
+    """Transaction numbers count this process's transactions: the warm-up
+    session the supervisor serves before forking (warmup.py) is no worker's."""
+    global _txn_counter
+    _txn_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 @dataclass(frozen=True)

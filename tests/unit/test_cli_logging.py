@@ -3,6 +3,7 @@ structured fields, watchdog interval; notify is a no-op outside systemd."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 
@@ -82,6 +83,17 @@ def test_terminal_lines_have_no_sd_daemon_prefix():
     assert fmt.format(record(logging.INFO, "serving")).startswith("qsmtp[")
     assert ": warning: hm" in fmt.format(record(logging.WARNING, "hm"))
     assert "<" not in fmt.format(record(logging.ERROR, "bad"))
+
+
+def test_line_handler_writes_each_record_as_one_line():
+    stream = io.StringIO()
+    handler = log.LineHandler(stream)
+    handler.setFormatter(log.TerminalFormatter("qsmtp[%(process)d]: %(message)s"))
+    handler.handle(record(logging.INFO, "queued"))
+    handler.handle(record(logging.WARNING, "hm"))
+    lines = stream.getvalue().split("\n")
+    assert lines[0].endswith("]: queued") and lines[1].endswith(": warning: hm")
+    assert lines[2:] == [""]
 
 
 def test_plural():
