@@ -24,7 +24,7 @@ RECORD = struct.Struct("<cI")  # kind, pid
 
 class Kind(enum.Enum):
     READY = b"R"  # reached its accept loop: the code path up to accept() works
-    BUSY = b"B"   # accepted a connection: one spare fewer
+    BUSY = b"B"   # accepted a connection, and spares fell below the idle target
     IDLE = b"I"   # a worker's first session ended: the path through a session works
     # (sent once per worker: BootLoopThrottle needs no more, and each record
     # costs a write here and a wake-up in the supervisor)

@@ -15,7 +15,6 @@ This module owns the segment's life cycle and every read and write of it.
 from __future__ import annotations
 
 import contextlib
-import grp
 import logging
 import os
 import struct
@@ -203,7 +202,8 @@ class Registry:
         try:
             data = pubfile.read(runtime_dir)
         except PermissionError:
-            raise RegistryPermissionError(path, _group_name(_dir_gid(runtime_dir))) from None
+            group = pubfile.group_name(pubfile.dir_gid(runtime_dir))
+            raise RegistryPermissionError(path, group) from None
         if data is None:
             raise NotRunning(path)
         try:
@@ -211,7 +211,8 @@ class Registry:
             flags = 0 if writable else sysv_ipc.SHM_RDONLY
             shm = sysv_ipc.attach(shm_id, flags=flags)
         except sysv_ipc.PermissionsError:
-            raise RegistryPermissionError(path, _group_name(sysvipc.gid("shm", shm_id))) from None
+            group = pubfile.group_name(sysvipc.gid("shm", shm_id))
+            raise RegistryPermissionError(path, group) from None
         except (sysv_ipc.Error, KeyError, TypeError, ValueError):
             raise NotRunning(path) from None
         head = shm.read(HEADER_SIZE)
@@ -338,7 +339,9 @@ class Registry:
         record = admission.busy_record(peer_ip)
         busy = record + encode_text(service, SERVICE_SIZE) + PACK_D(time.time())
         mem, at = self._mem(), self._offsets[index] + S_MATCH
-        with self._locked():
+        # The lock makes count + mark one step; with no count (max_from_ip
+        # 0) the mark is an own-slot write, safe unlocked as in mark_idle.
+        with self._locked() if max_from_ip > 0 else contextlib.nullcontext():
             if max_from_ip > 0:
                 area = bytes(mem[HEADER_SIZE:HEADER_SIZE + self.slots * SLOT_SIZE])
                 count = admission.refused(area, index, record, max_from_ip)
@@ -357,6 +360,14 @@ class Registry:
         idle = (PACK_I(sessions_served) + bytes(S_STATE - S_SESSIONS - U32.size)
                 + bytes([IDLE, 0]) + bytes(PEER_SIZE + SERVICE_SIZE) + PACK_D(time.time()))
         self._mem()[offset:offset + len(idle)] = idle
+
+    def spares(self) -> tuple[int, int]:
+        """(idle + starting workers, the supervisor's idle target), read
+        unlocked: a hint for a worker going busy (Worker._spares_short)."""
+        mem = self._mem()
+        states = bytes(mem[HEADER_SIZE + S_STATE:HEADER_SIZE + self.slots * SLOT_SIZE:SLOT_SIZE])
+        offset, fmt = HEADER_FIELDS["idle_children"]
+        return states.count(IDLE) + states.count(RESERVED), struct.unpack_from(fmt, mem, offset)[0]
 
     def heartbeat(self, index: int, now: float | None = None) -> None:
         """Own field only, no lock: one 8-byte aligned write.  CLOCK_MONOTONIC
@@ -385,18 +396,3 @@ class Registry:
         snap["monotonic"] = time.monotonic()  # heartbeat ages are against this clock
         return snap
 
-
-def _group_name(gid: int | None) -> str:
-    if gid is None:
-        return "?"
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
-def _dir_gid(path: str) -> int | None:
-    try:
-        return os.stat(path).st_gid
-    except OSError:
-        return None

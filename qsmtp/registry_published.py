@@ -10,6 +10,7 @@ half-way leaves the key behind for the next start (registry_cleanup.py).
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
 from typing import Any
@@ -56,3 +57,20 @@ def names(runtime_dir: str, shm_id: int) -> bool:
     """Does the published file still name this segment (not replaced)?"""
     data = read(runtime_dir)
     return data is not None and data.get("shm_id") == shm_id
+
+
+def group_name(gid: int | None) -> str:
+    """The group to name in "join group X" (the registry's readers)."""
+    if gid is None:
+        return "?"
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def dir_gid(path: str) -> int | None:
+    try:
+        return os.stat(path).st_gid
+    except OSError:
+        return None

@@ -224,7 +224,8 @@ class Worker:
         if not self._admit(conn, peer, listener.service):
             return
         info = ConnectionInfo(peer, port, local, local_port, listener.service)
-        self._gossip(gossip.Kind.BUSY)
+        if self._spares_short():
+            self._gossip(gossip.Kind.BUSY)
         self._title("busy", peer)
         started = time.monotonic()
         summary: SessionSummary | None = None
@@ -271,6 +272,14 @@ class Worker:
             pass
         _close(conn)
         return False
+
+    def _spares_short(self) -> bool:
+        """Does the supervisor need to hear that we went busy?  Only to fork
+        spares: it does when idle + starting workers fall below its idle
+        target (policy.target_pool); above it, its next tick sees this slot
+        busy anyway, and a wake-up per session costs it a registry read."""
+        spares, target = self.registry.spares()
+        return target > 0 and spares < target
 
     def _log_summary(self, summary: SessionSummary | None, info: ConnectionInfo,
                      elapsed: float) -> None:

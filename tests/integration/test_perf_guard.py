@@ -52,14 +52,15 @@ IDLE_FLEET_PSS_MIB = 34
 # a table or a module imported after the fork adds 1 MiB or more.
 BUSY_WORKER_PRIVATE_MIB = 4.5
 COLD_START_S = 0.300
-# One connection per message (case (a)), 5 KB: 35 syscalls per message in the
+# One connection per message (case (a)), 5 KB: 32 syscalls per message in the
 # worker (99 before issue 15, 87 after its first cuts; 52 with a non-blocking
 # socket polled by the Reader: no ioctl per timeout, no poll before a send;
 # registry writes through a memoryview: no shmctl; mark_idle unlocked; 35
-# with no per-hook timer).  epoll_wait/accept4 vary by ~0.3 (both workers
-# woken); a recv or write per line, a settimeout per read, a lost pid cache
-# or a timer per hook each add 6 or more.
-WORKER_SYSCALLS_PER_MSG = 40
+# with no per-hook timer; 32 with no lock when max_from_ip is 0 and a BUSY
+# wake-up only when spares run short).  epoll_wait/accept4 vary by ~0.3
+# (both workers woken); a recv or write per line, a settimeout per read, a
+# lost pid cache or a timer per hook each add 6 or more.
+WORKER_SYSCALLS_PER_MSG = 37
 
 
 def _tree(root: int) -> list[int]:

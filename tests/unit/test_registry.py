@@ -182,6 +182,19 @@ def test_mark_busy_idle_and_sessions_total(reg):
     assert reg.snapshot()["supervisor"]["sessions_total"] == 6
 
 
+def test_spares_counts_idle_and_starting_against_the_idle_target(reg):
+    reg.set_header(idle_children=2)
+    assert reg.spares() == (0, 2)
+    first, second = _worker(reg, 100), _worker(reg, 101)
+    reg.claim_slot()  # a third, still starting
+    assert reg.spares() == (3, 2)
+    reg.mark_busy(first, "192.0.2.1", "smtp", 0)
+    reg.mark_busy(second, "192.0.2.2", "smtp", 10)
+    assert reg.spares() == (1, 2)
+    reg.mark_idle(first, 1)
+    assert reg.spares() == (2, 2)
+
+
 @pytest.mark.parametrize("others, newcomer, limit, refused", [
     ([], "1.2.3.4", 1, None),
     (["1.2.3.4"], "1.2.3.4", 1, 1),
