@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from qsmtp import state
 from qsmtp.config import Config, ConfigError
 from qsmtp.plugins.api import PluginError
 
@@ -30,6 +31,10 @@ class App:
             plugins = Dispatcher.load(config)
         except PluginError as exc:
             raise ConfigError(source, f"plugins.{exc.plugin}.{exc.key}", exc.reason) from None
+        if plugins.has("auth"):
+            # AUTH's failure limit opens its [state] store in the worker, at
+            # the first AUTH: the backend's modules are imported here instead.
+            state.preload(config)
         return cls(config=config, plugins=plugins, tls_context=_tls_context(config, source))
 
 

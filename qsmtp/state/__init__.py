@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from qsmtp.state.base import GreyRules, GreyStore, KarmaStore, LeaseStore
 from qsmtp.state.errors import StateUnavailable
-from qsmtp.state.sqlite import SqliteGrey, SqliteKarma, SqliteLeases
 
 if TYPE_CHECKING:
     from qsmtp.config import Config
 
 
 __all__ = ["GreyRules", "LeaseStore", "StateUnavailable", "grey_store", "karma_store",
-           "lease_store", "redis_configured", "sqlite_path"]
+           "lease_store", "preload", "redis_configured", "sqlite_path"]
 
 _connections: dict[str, Any] = {}  # url -> redis Connection, one per process
 
@@ -53,6 +52,23 @@ def _redis(config: Config) -> tuple[Any, Any]:
     return backend, conn
 
 
+def _sqlite() -> Any:
+    """The SQLite backend, imported on first use: sqlite3 and its library
+    (~1 MiB in every process of the fleet) only where a feature keeps state.
+    Every feature opens its store before the fork (plugins in setup(), the
+    AUTH limit through `preload` from qsmtp.app), so no worker imports it."""
+    return importlib.import_module("qsmtp.state.sqlite")
+
+
+def preload(config: Config) -> None:
+    """Import the configured backend now (in the supervisor, before the fork)
+    for a store a worker opens later (the AUTH failure limit)."""
+    if redis_configured(config):
+        importlib.import_module("qsmtp.state.redis")
+    else:
+        _sqlite()
+
+
 def sqlite_path(config: Config, path: str, filename: str) -> str:
     """A plugin's `db_path` option, or `<server.state_dir>/<filename>`."""
     return path or os.path.join(config.server.state_dir, filename)
@@ -62,14 +78,14 @@ def karma_store(config: Config, path: str) -> KarmaStore:
     if redis_configured(config):
         backend, conn = _redis(config)
         return backend.RedisKarma(conn)
-    return SqliteKarma(path)
+    return _sqlite().SqliteKarma(path)
 
 
 def grey_store(config: Config, path: str) -> GreyStore:
     if redis_configured(config):
         backend, conn = _redis(config)
         return backend.RedisGrey(conn)
-    return SqliteGrey(path)
+    return _sqlite().SqliteGrey(path)
 
 
 def lease_store(config: Config, path: str, feature: str) -> LeaseStore:
@@ -78,4 +94,4 @@ def lease_store(config: Config, path: str, feature: str) -> LeaseStore:
     if redis_configured(config):
         backend, conn = _redis(config)
         return backend.RedisLeases(conn, feature)
-    return SqliteLeases(path, feature)
+    return _sqlite().SqliteLeases(path, feature)
