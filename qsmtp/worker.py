@@ -35,6 +35,7 @@ from qsmtp.listeners import Listener
 from qsmtp.registry import Registry
 from qsmtp.registry_layout import plain_ip
 from qsmtp.smtp.control import AbortSession
+from qsmtp.smtp.reader import close_gently
 from qsmtp.smtp.session import SessionSummary, run_session
 from qsmtp.smtp.state import ConnectionInfo
 
@@ -237,7 +238,7 @@ class Worker:
             aborted = True
         finally:
             self.in_session = False  # before anything else: no abort past this point
-            _close_session(conn)
+            close_gently(conn)  # the session's own close did it, unless aborted
         if aborted:
             log.info("session from %s aborted", peer, extra={"peer": peer})
         self.served += 1
@@ -317,24 +318,6 @@ def _bound_to(sock: socket.socket) -> tuple[str, int] | None:
 def _close(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         conn.close()
-
-
-def _close_session(conn: socket.socket) -> None:
-    """Close after our last reply without losing it: a command the client
-    pipelined behind it (EHLO right after the banner, while we say 421 at a
-    stop) would make close() send a RST, and the client's kernel would drop
-    our 421 unread.  FIN first, then discard what is already queued."""
-    if conn.fileno() < 0:
-        return  # the session closed it (or STARTTLS took it over)
-    try:
-        conn.shutdown(socket.SHUT_WR)
-        conn.setblocking(False)
-        for _ in range(16):  # bounded: never wait for a client here
-            if not conn.recv(65536):
-                break
-    except OSError:
-        pass
-    _close(conn)
 
 
 def _set_title(title: str) -> None:

@@ -217,8 +217,7 @@ class Reader:
                 self._wait_until(self._event(exc, select.POLLIN), deadline, "TLS handshake")
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        close_gently(self.sock)
 
     def peek(self, wait: float) -> bool:
         """True when client bytes are buffered or arrive within `wait`
@@ -338,3 +337,24 @@ class Reader:
             text = text.replace(b"\n.", b"\n")
         sink(text)
         return piece.endswith(b"\r\n")
+
+
+def close_gently(sock: socket.socket) -> None:
+    """Close after our last reply without losing it: a command the client
+    pipelined behind it (anything after QUIT, or EHLO right after the
+    banner while we say 421 at a stop) would make close() send a RST, and
+    the client's kernel would drop our reply unread.  FIN first, then
+    discard what is already queued, never waiting for the client."""
+    if sock.fileno() < 0:
+        return  # closed already (or STARTTLS took it over)
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        if sock.gettimeout() != 0.0:  # a Reader's socket is non-blocking already
+            sock.setblocking(False)
+        for _ in range(16):  # bounded
+            if not sock.recv(65536):
+                break
+    except OSError:  # nothing queued (EAGAIN), TLS wants more, peer gone
+        pass
+    with contextlib.suppress(OSError):
+        sock.close()
