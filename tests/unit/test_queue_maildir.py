@@ -67,17 +67,48 @@ def test_null_sender_and_unique_names(tmp_path):
                for f in files)
 
 
-@pytest.mark.parametrize("failing", ["write", "fsync", "rename", "dirsync"])
+def no_tmpfile(monkeypatch):
+    """A file system without O_TMPFILE: the tmp/ + rename way."""
+    real_open = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(queue_maildir.os, "open", fake_open)
+
+
+def test_without_o_tmpfile_the_tmp_dir_way(tmp_path, monkeypatch):
+    plugin, cfg = load(tmp_path)
+    no_tmpfile(monkeypatch)
+    renamed = []
+    real_rename = os.rename
+    monkeypatch.setattr(queue_maildir.os, "rename",
+                        lambda a, b: renamed.append(a) or real_rename(a, b))
+    for _ in range(2):
+        assert plugin.hook_queue(make_session(cfg, MESSAGE))[0] is Result.OK
+    assert plugin._unnamed is False and len(renamed) == 2
+    assert all("/Maildir/tmp/" in path for path in renamed)
+    assert len(os.listdir(tmp_path / "Maildir" / "new")) == 2
+    assert os.listdir(tmp_path / "Maildir" / "tmp") == []
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync", "link", "dirsync",
+                                     "tmp-write", "tmp-rename"])
 def test_os_errors_leave_nothing_and_tempfail(tmp_path, monkeypatch, failing):
     plugin, cfg = load(tmp_path)
 
     def boom(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
-    if failing == "write":
+    if failing.startswith("tmp-"):
+        no_tmpfile(monkeypatch)
+    if failing in ("write", "tmp-write"):
         monkeypatch.setattr(queue_maildir, "envelope_headers", boom)
     elif failing == "fsync":
         monkeypatch.setattr(queue_maildir.os, "fsync", boom)
-    elif failing == "rename":
+    elif failing == "link":
+        monkeypatch.setattr(queue_maildir.os, "link", boom)
+    elif failing == "tmp-rename":
         monkeypatch.setattr(queue_maildir.os, "rename", boom)
     else:
         monkeypatch.setattr(queue_maildir, "_fsync_dir", boom)

@@ -13,17 +13,26 @@ ONE file, LF line ends (the Maildir convention):
     Received: ...              (and any other header plugins added)
     <the message as received, dot-unstuffed>
 
-Durability: the file is written under tmp/ (one write when the message is in
-memory; a body spooled to disk is copied file to file by the kernel),
-fsync'd, renamed into new/ and
-new/ is fsync'd; only then is the message acknowledged (250).  Any OS error
+Durability: the file is written as an unnamed file in new/'s file system
+(O_TMPFILE; one write when the message is in memory, a body spooled to disk
+is copied file to file by the kernel), fsync'd, then given its name in new/
+(linkat: it appears there whole, as a rename from tmp/ would make it), and
+new/ is fsync'd; only then is the message acknowledged (250).  Where the
+file system or the kernel has no O_TMPFILE (or /proc is missing), the
+classic way: written under tmp/, fsync'd, renamed into new/.  Any OS error
 (disk full, read-only, EIO, quota) leaves nothing in new/ or tmp/ and gives
 `451 4.3.0` so the client keeps the message and retries.
+
+Why unnamed: with many workers storing at once, creating and removing
+entries in tmp/ contends on that directory's lock, and the kernel spins for
+it: a create + rename cost ~1.7 ms of CPU per message where an unnamed file
++ link cost ~1.0 (15 writers, ext4).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import socket
@@ -39,6 +48,17 @@ if TYPE_CHECKING:
 
 
 _SUBDIRS = ("tmp", "new", "cur")
+# O_TMPFILE refused: not supported by the file system (EOPNOTSUPP), a kernel
+# older than 3.11 (EISDIR, EINVAL).
+_NO_UNNAMED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+
+
+class _Failed(Exception):
+    """An OS error while storing, with the stage it happened in."""
+
+    def __init__(self, stage: str, error: OSError):
+        super().__init__(stage)
+        self.stage, self.error = stage, error
 _counter = itertools.count(1)  # per process; the pid in the name tells forks apart
 
 
@@ -74,6 +94,8 @@ class QueueMaildir(Plugin):
         self.new_dir = os.path.join(self.path, "new")
         self._dir_fd: int | None = None  # new/, opened once per worker process
         self._dir_pid = 0
+        self._unnamed = True   # O_TMPFILE + linkat, until this system says no
+        self._proc, self._proc_pid = -1, 0
         # Maildir names must not contain '/' or ':' (the latter starts flags).
         self.host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
@@ -95,23 +117,66 @@ class QueueMaildir(Plugin):
         new = f"{self.new_dir}/{name}"
         stage = "write"
         try:
-            self.write_file(tmp, txn)
-            stage = "rename"
-            os.rename(tmp, new)
+            if not self._store_unnamed(name, txn):
+                self.write_file(tmp, txn)
+                stage = "rename"
+                os.rename(tmp, new)
             stage = "sync"
             _fsync_dir(self.new_dir_fd())
+        except _Failed as failed:
+            stage, exc = failed.stage, failed.error
+        except OSError as error:
+            exc = error
+        else:
+            return OK, f"2.0.0 Ok: queued as {name}"
+        if stage == "sync":
+            self._forget_dir_fd()  # reopen next time (the dir may be new)
+        self.log.error("session %s: cannot queue %s into %s (%s): %s", session.id,
+                       txn.id, self.path, stage, exc.strerror or exc)
+        _unlink_quietly(tmp)
+        if stage == "sync":
+            # Not known to be durable: take it back so the client's retry
+            # does not deliver it twice.
+            _unlink_quietly(new)
+        return DENYSOFT, "4.3.0 Temporary failure storing the message, try again later"
+
+    def _store_unnamed(self, name: str, txn: Transaction) -> bool:
+        """Write + fsync an unnamed file, then link it into new/ as `name`.
+        False (nothing done) when this system can't; _Failed on an OS error."""
+        if not self._unnamed:
+            return False
+        try:
+            proc = self._proc_fd()
+        except OSError:
+            self._unnamed = False  # no /proc: the tmp/ way
+            return False
+        try:
+            new_fd = self.new_dir_fd()
+            fd = os.open(self.new_dir, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            if stage == "sync":
-                self._forget_dir_fd()  # reopen next time (the dir may be new)
-            self.log.error("session %s: cannot queue %s into %s (%s): %s", session.id,
-                           txn.id, self.path, stage, exc.strerror or exc)
-            _unlink_quietly(tmp)
-            if stage == "sync":
-                # Not known to be durable: take it back so the client's retry
-                # does not deliver it twice.
-                _unlink_quietly(new)
-            return DENYSOFT, "4.3.0 Temporary failure storing the message, try again later"
-        return OK, f"2.0.0 Ok: queued as {name}"
+            if exc.errno not in _NO_UNNAMED:
+                raise _Failed("write", exc) from None
+            self._unnamed = False  # this file system or kernel: the tmp/ way
+            return False
+        try:
+            stage = "write"
+            body_of(txn).write_to(fd, prefix=envelope_headers(txn))
+            os.fsync(fd)
+            stage = "link"
+            # linkat(AT_SYMLINK_FOLLOW) through /proc names the open file.
+            os.link(str(fd), name, src_dir_fd=proc, dst_dir_fd=new_fd)
+        except OSError as exc:
+            raise _Failed(stage, exc) from None
+        finally:
+            os.close(fd)  # unnamed and unlinked: the kernel frees it
+        return True
+
+    def _proc_fd(self) -> int:
+        """/proc/self/fd of this process, opened once per process."""
+        if self._proc_pid != procid.pid:
+            self._proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._proc_pid = procid.pid
+        return self._proc
 
     def unique_name(self) -> str:
         now = time.time()
