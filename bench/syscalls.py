@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import servers
 from instance import ROOT, VENV_PY, stop_pid, wait_banner
 
 # The tree just before issue 15's first syscall cut (bc571fa, "a hook run
@@ -26,25 +27,6 @@ BASELINE = "6479dc3"
 PORT = 27160
 SOURCE = ["/usr/sbin/smtp-source", "-s", "1", "-l", "5000", "-f", "sender@example.com",
           "-t", "rcpt@example.com", "-M", "client.example.com"]
-
-
-def config_text(work, port):
-    return f"""[server]
-me = "bench.example.test"
-listen = ["127.0.0.1:{port}"]
-children = 15
-idle_children = 5
-max_from_ip = 0
-runtime_dir = "{work / 'run'}"
-
-[relay]
-clients = ["127.0.0.0/8"]
-domains = ["example.com"]
-
-[queue]
-backend = "maildir"
-path = "{work / 'maildir'}"
-"""
 
 
 def _fleet(root):
@@ -63,7 +45,9 @@ def count(tree, work, messages):
     from `tree` (a checkout), for `messages` messages."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "run").mkdir(exist_ok=True)
-    (work / "qsmtp.toml").write_text(config_text(work, PORT))
+    qsmtp = servers.Qsmtp(PORT, work.parent, dns_port=None)   # the bench's (a) config
+    qsmtp.work = work
+    (work / "qsmtp.toml").write_text(qsmtp.config_text(PORT))
     code = f"import sys; sys.path.insert(0, {str(tree)!r}); from qsmtp.cli import main; main()"
     with socket.socket() as probe:       # a 220 from someone else's server proves nothing
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # TIME_WAIT is fine
