@@ -11,6 +11,7 @@ import argparse
 import collections
 import contextlib
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,11 +105,13 @@ def before_after(work, messages, ref=BASELINE):
         worktree(ref, base)
     except subprocess.CalledProcessError as exc:
         print(f"syscalls: no baseline {ref}: {exc.stderr.decode().strip()}", flush=True)
+        shutil.rmtree(base.parent, ignore_errors=True)
         return out
     try:
         out["before"] = count(base, Path(work) / "syscalls-before", messages)
     finally:
         drop_worktree(base)
+        shutil.rmtree(base.parent, ignore_errors=True)
     return out
 
 

@@ -5,8 +5,22 @@ system qpsmtpd service is never touched."""
 import os
 import pwd
 import shutil
+import subprocess
 
 from instance import HOSTNAME, PEERS, Server
+
+
+def _ipc_of(uid):
+    """SysV shared memory and semaphore ids owned by uid (IPC::Shareable's,
+    which qpsmtpd-prefork does not always remove when it stops)."""
+    found = set()
+    for kind, flag, id_col, uid_col in (("shm", "-m", 1, 7), ("sem", "-s", 1, 4)):
+        with open(f"/proc/sysvipc/{kind}") as f:
+            for line in f.read().splitlines()[1:]:
+                cols = line.split()
+                if int(cols[uid_col]) == uid:
+                    found.add((flag, cols[id_col]))
+    return found
 
 
 class Qpsmtpd(Server):
@@ -18,6 +32,7 @@ class Qpsmtpd(Server):
 
     def prepare(self):
         super().prepare()
+        self.ipc_before = _ipc_of(pwd.getpwnam("qpsmtpd").pw_uid)
         cfg = self.work / "config"
         # Our two preloaded modules, where the qpsmtpd user can read them
         # (perl dies on an @INC directory it may not enter).
@@ -54,6 +69,12 @@ class Qpsmtpd(Server):
         q = pwd.getpwnam("qpsmtpd")
         for d in (md, md / "tmp", md / "new", md / "cur", self.work / "spool"):
             os.chown(d, q.pw_uid, q.pw_gid)
+
+    def stop(self):
+        super().stop()
+        # Only the objects that appeared while this instance ran: ours.
+        for flag, ident in _ipc_of(pwd.getpwnam("qpsmtpd").pw_uid) - self.ipc_before:
+            subprocess.run(["ipcrm", flag, ident], capture_output=True)
 
     def stack_config(self, w, md):
         """Case (f): the plugin stack (mapping in docs/BENCHMARKS.md). The
