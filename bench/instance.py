@@ -176,12 +176,16 @@ class Server:
 
     def stop(self):
         if self.proc is not None:
-            stop_pid(self.proc)
+            self.terminate()
             self.proc = None
         if self.log:
             self.log.close()
             self.log = None
         self.release_work()
+
+    def terminate(self):
+        """End the running instance (ours, by PID)."""
+        stop_pid(self.proc)
 
     def root_pid(self):
         return self.proc.pid

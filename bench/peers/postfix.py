@@ -135,16 +135,10 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             time.sleep(0.05)
         return self.stored()
 
-    def stop(self):
-        if self.proc is not None:
-            # TERM to the master (by PID) stops the whole instance.
-            stop_pid(self.root_pid())
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                stop_pid(self.proc)
-            self.proc = None
-        if self.log:
-            self.log.close()
-            self.log = None
-        self.release_work()
+    def terminate(self):
+        # TERM to the master (by PID) stops the whole instance.
+        stop_pid(self.root_pid())
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            stop_pid(self.proc)
