@@ -38,7 +38,8 @@ import itertools
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from qsmtp import procid
 from qsmtp.plugins.api import DENYSOFT, OK, HookReturn, Plugin, PluginError, body_of, transaction_of
@@ -93,10 +94,9 @@ class QueueMaildir(Plugin):
                                   f"cannot write to maildir {directory}: Permission denied")
         self.tmp_dir = os.path.join(self.path, "tmp")
         self.new_dir = os.path.join(self.path, "new")
-        self._dir_fd: int | None = None  # new/, opened once per worker process
-        self._dir_pid = 0
+        self.new_fd = _ProcessDir(self.new_dir)       # one open+close fewer per message
+        self.proc_fd = _ProcessDir("/proc/self/fd")   # names an unnamed file for linkat
         self._unnamed = True   # O_TMPFILE + linkat, until this system says no
-        self._proc, self._proc_pid = -1, 0
         # Maildir names must not contain '/' or ':' (the latter starts flags).
         self.host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
@@ -116,30 +116,22 @@ class QueueMaildir(Plugin):
         name = self.unique_name()
         tmp = f"{self.tmp_dir}/{name}"  # absolute dirs (setup); no os.path.join per message
         new = f"{self.new_dir}/{name}"
-        stage = "write"
         try:
             if not self._store_unnamed(name, txn):
-                self.write_file(tmp, txn)
-                stage = "rename"
-                os.rename(tmp, new)
-            stage = "sync"
-            _fsync_dir(self.new_dir_fd())
+                self._store_in_tmp(tmp, new, txn)
+            _step("sync", _fsync_dir, self.new_fd.get())
         except _Failed as failed:
-            stage, exc = failed.stage, failed.error
-        except OSError as error:
-            exc = error
-        else:
-            return OK, f"2.0.0 Ok: queued as {name}"
-        if stage == "sync":
-            self._forget_dir_fd()  # reopen next time (the dir may be new)
-        self.log.error("session %s: cannot queue %s into %s (%s): %s", session.id,
-                       txn.id, self.path, stage, exc.strerror or exc)
-        _unlink_quietly(tmp)
-        if stage == "sync":
-            # Not known to be durable: take it back so the client's retry
-            # does not deliver it twice.
-            _unlink_quietly(new)
-        return DENYSOFT, "4.3.0 Temporary failure storing the message, try again later"
+            self.log.error("session %s: cannot queue %s into %s (%s): %s", session.id,
+                           txn.id, self.path, failed.stage,
+                           failed.error.strerror or failed.error)
+            _unlink_quietly(tmp)
+            if failed.stage == "sync":
+                self.new_fd.forget()  # reopen next time (the dir may be new)
+                # Not known to be durable: take it back so the client's retry
+                # does not deliver it twice.
+                _unlink_quietly(new)
+            return DENYSOFT, "4.3.0 Temporary failure storing the message, try again later"
+        return OK, f"2.0.0 Ok: queued as {name}"
 
     def _store_unnamed(self, name: str, txn: Transaction) -> bool:
         """Write + fsync an unnamed file, then link it into new/ as `name`.
@@ -147,12 +139,12 @@ class QueueMaildir(Plugin):
         if not self._unnamed:
             return False
         try:
-            proc = self._proc_fd()
+            proc = self.proc_fd.get()
         except OSError:
             self._unnamed = False  # no /proc: the tmp/ way
             return False
         try:
-            new_fd = self.new_dir_fd()
+            new_fd = self.new_fd.get()
             fd = os.open(self.new_dir, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             if exc.errno not in _NO_UNNAMED:
@@ -160,24 +152,17 @@ class QueueMaildir(Plugin):
             self._unnamed = False  # this file system or kernel: the tmp/ way
             return False
         try:
-            stage = "write"
-            body_of(txn).write_to(fd, prefix=envelope_headers(txn))
-            os.fsync(fd)
-            stage = "link"
+            _step("write", self._write_fd, fd, txn)
             # linkat(AT_SYMLINK_FOLLOW) through /proc names the open file.
-            os.link(str(fd), name, src_dir_fd=proc, dst_dir_fd=new_fd)
-        except OSError as exc:
-            raise _Failed(stage, exc) from None
+            _step("link", os.link, str(fd), name, src_dir_fd=proc, dst_dir_fd=new_fd)
         finally:
             os.close(fd)  # unnamed and unlinked: the kernel frees it
         return True
 
-    def _proc_fd(self) -> int:
-        """/proc/self/fd of this process, opened once per process."""
-        if self._proc_pid != procid.pid:
-            self._proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._proc_pid = procid.pid
-        return self._proc
+    def _store_in_tmp(self, tmp: str, new: str, txn: Transaction) -> None:
+        """The classic way: written under tmp/, fsync'd, renamed into new/."""
+        _step("write", self.write_file, tmp, txn)
+        _step("rename", os.rename, tmp, new)
 
     def unique_name(self) -> str:
         now = time.time()
@@ -185,27 +170,45 @@ class QueueMaildir(Plugin):
         usec = int((now - sec) * 1_000_000)
         return f"{sec}.M{usec}P{procid.pid}Q{next(_counter)}.{self.host}"
 
-    def new_dir_fd(self) -> int:
-        """new/ kept open: one open+close fewer per message. Per process:
-        a worker never uses a descriptor it inherited."""
-        if self._dir_fd is None or self._dir_pid != procid.pid:
-            self._dir_fd = os.open(self.new_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._dir_pid = procid.pid
-        return self._dir_fd
-
-    def _forget_dir_fd(self) -> None:
-        if self._dir_fd is not None and self._dir_pid == procid.pid:
-            with contextlib.suppress(OSError):
-                os.close(self._dir_fd)
-        self._dir_fd = None
-
     def write_file(self, path: str, txn: Transaction) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            body_of(txn).write_to(fd, prefix=envelope_headers(txn))
-            os.fsync(fd)
+            self._write_fd(fd, txn)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _write_fd(fd: int, txn: Transaction) -> None:
+        body_of(txn).write_to(fd, prefix=envelope_headers(txn))
+        os.fsync(fd)
+
+
+class _ProcessDir:
+    """A directory kept open, per process: a worker never uses a descriptor
+    it inherited from the supervisor."""
+
+    def __init__(self, path: str):
+        self.path, self.fd, self.pid = path, -1, 0
+
+    def get(self) -> int:
+        if self.pid != procid.pid:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.pid = procid.pid
+        return self.fd
+
+    def forget(self) -> None:
+        if self.pid == procid.pid:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        self.pid = 0
+
+
+def _step(stage: str, call: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """call(*args), an OSError reported as _Failed(stage)."""
+    try:
+        call(*args, **kwargs)
+    except OSError as exc:
+        raise _Failed(stage, exc) from None
 
 
 def envelope_headers(txn: Transaction) -> bytes:
